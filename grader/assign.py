@@ -1,0 +1,216 @@
+"""Generating the student template and the filled example from the answer key.
+
+Each answer is written once, in ``reference_solution`` between ``# BEGIN SOLUTION Qn``
+and ``# END SOLUTION``. The notebook's text and cell order live in
+``templates/assignment.py.j2`` (percent format: ``# %%`` starts a cell), which pulls in
+reference code with ``source(name)`` and answers with ``region("Qn")``. Rendering it
+with the answers removed gives the student template; with the answers kept, the filled
+example. ``grade assign`` writes both forms (notebook and module); ``grade assign
+--check`` fails if the committed files differ from what the sources generate.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import jinja2
+
+ASSIGNMENT = "cifar10-pytorch"
+TEMPLATE_VERSION = "1.0"
+NOTEBOOK_NAME = "cifar10_pytorch"
+SOURCES = ("assignment.py", "challenge.py")
+
+_BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION (?P<q>Q[1-7])\s*$")
+_END = re.compile(r"^\s*# END SOLUTION\s*$")
+
+# What each placeholder tells a student to do.
+TASKS = {
+    "Q1": "implement the forward pass of three_layer_convnet",
+    "Q2": "create conv_w1, conv_b1, conv_w2, conv_b2, fc_w and fc_b",
+    "Q3": "create conv1, conv2 and fc with Kaiming-normal weights",
+    "Q4": "implement ThreeLayerConvNet.forward",
+    "Q5": "create model and optimizer",
+    "Q6": "create model and optimizer with nn.Sequential",
+    "Q7": "design, train and assign best_model",
+}
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def _marked(question: str, body: list[str], indent: str, *, filled: bool) -> list[str]:
+    """An answer region as students see it, between visible markers."""
+    n = question[1:]
+    if filled:
+        inner = body
+    else:
+        inner = [f'{indent}raise NotImplementedError("Question {n} is not answered yet: {TASKS[question]}")']
+    return [
+        f"{indent}# >>> Question {n}: your answer starts here",
+        *inner,
+        f"{indent}# <<< Question {n}: your answer ends here",
+    ]
+
+
+def transform_regions(text: str, *, filled: bool) -> str:
+    """Replace every solution region of ``text`` by its marked answer or placeholder."""
+    out, region, question, indent = [], None, None, ""
+    for line in text.splitlines():
+        begin = _BEGIN.match(line)
+        if begin and region is None:
+            region, question, indent = [], begin["q"], begin["indent"]
+        elif _END.match(line) and region is not None:
+            out.extend(_marked(question, region, indent, filled=filled))
+            region = None
+        elif region is not None:
+            region.append(line)
+        else:
+            out.append(line)
+    if region is not None:
+        raise ValueError(f"solution region {question} is not closed")
+    return "\n".join(out)
+
+
+def regions(text: str) -> dict[str, list[list[str]]]:
+    """The body lines of every solution region, by question, dedented."""
+    found: dict[str, list[list[str]]] = {}
+    current, question = None, None
+    for line in text.splitlines():
+        begin = _BEGIN.match(line)
+        if begin and current is None:
+            current, question = [], begin["q"]
+        elif _END.match(line) and current is not None:
+            found.setdefault(question, []).append(textwrap.dedent("\n".join(current)).splitlines())
+            current = None
+        elif current is not None:
+            current.append(line)
+    return found
+
+
+class Sources:
+    """The reference modules' text, with lookups by top-level name and by question."""
+
+    def __init__(self, root: Path):
+        self.texts = [
+            (root / "reference_solution" / name).read_text()
+            for name in SOURCES
+            if (root / "reference_solution" / name).exists()
+        ]
+
+    def definition(self, name: str) -> str:
+        for text in self.texts:
+            lines = text.splitlines()
+            for node in ast.parse(text).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+                    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                    return "\n".join(lines[first - 1 : node.end_lineno])
+        raise KeyError(f"reference_solution defines no {name}")
+
+    def region(self, question: str) -> list[str]:
+        bodies = [body for text in self.texts for body in regions(text).get(question, [])]
+        if not bodies:
+            raise KeyError(f"reference_solution has no solution region for {question}")
+        return [line for i, body in enumerate(bodies) for line in ([""] if i else []) + body]
+
+
+def render_script(*, filled: bool, root: Path | None = None) -> str:
+    """The assignment as a percent-format Python script."""
+    root = root or _project_root()
+    sources = Sources(root)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    template = env.get_template("assignment.py.j2")
+    return template.render(
+        source=lambda name: transform_regions(sources.definition(name), filled=filled),
+        region=lambda q: "\n".join(_marked(q, sources.region(q), "", filled=filled)),
+        notebook_name=f"{NOTEBOOK_NAME}.ipynb",
+    )
+
+
+_CELL = re.compile(r"^# %%(?P<rest>.*)$")
+
+
+def script_to_notebook(script: str):
+    """Turn a percent-format script into an nbformat v4 notebook."""
+    import nbformat
+
+    cells = []
+    header, body = None, []
+
+    def flush():
+        if header is None:
+            return
+        rest = header.strip()
+        text = "\n".join(body).strip("\n")
+        if rest.startswith("[markdown]"):
+            lines = [re.sub(r"^# ?", "", line) for line in text.splitlines()]
+            cell = nbformat.v4.new_markdown_cell("\n".join(lines))
+        else:
+            cell = nbformat.v4.new_code_cell(text)
+            if rest:
+                cell.metadata = json.loads(rest)
+        cell.id = f"cell-{len(cells) + 1}"  # stable ids keep regeneration byte-identical
+        cells.append(cell)
+
+    for line in script.splitlines():
+        match = _CELL.match(line)
+        if match:
+            flush()
+            header, body = match["rest"], []
+        else:
+            body.append(line)
+    flush()
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "autograder": {"assignment": ASSIGNMENT, "template_version": TEMPLATE_VERSION},
+    }
+    return nb
+
+
+def generated_files(root: Path | None = None) -> dict[Path, str]:
+    """Every file ``grade assign`` writes, by path relative to the project root."""
+    import nbformat
+
+    root = root or _project_root()
+    files = {}
+    for filled, folder in ((False, Path("student_template")), (True, Path("examples/filled_template"))):
+        script = render_script(filled=filled, root=root)
+        files[folder / f"{NOTEBOOK_NAME}.py"] = script
+        files[folder / f"{NOTEBOOK_NAME}.ipynb"] = nbformat.writes(script_to_notebook(script)) + "\n"
+    files[Path("examples/empty_template.ipynb")] = files[Path("student_template") / f"{NOTEBOOK_NAME}.ipynb"]
+    return files
+
+
+def assign(*, root: Path | None = None, check: bool = False) -> list[Path]:
+    """Write the generated files (or, with ``check``, only report those that differ).
+    Returns the paths that changed or would change."""
+    root = root or _project_root()
+    changed = []
+    for rel, content in generated_files(root).items():
+        path = root / rel
+        if not path.exists() or path.read_text() != content:
+            changed.append(rel)
+            if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content)
+    return changed
+
+
+def fingerprint(root: Path | None = None) -> str:
+    """A short hash of the generated files, to tell template versions apart."""
+    digest = hashlib.sha256()
+    for rel, content in sorted(generated_files(root).items()):
+        digest.update(str(rel).encode() + content.encode())
+    return digest.hexdigest()[:12]

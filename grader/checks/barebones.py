@@ -1,0 +1,310 @@
+"""Part II, barebones PyTorch: Question 1 (``three_layer_convnet``) and Question 2 (its
+parameters and training call), plus the provided helpers those questions rely on."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..engine import CheckFailed, Context
+from . import Outcome, check
+from .compare import kaiming_std, parity, shape_str
+from .learning import judge_learning, manual_sgd_run
+
+PARAM_NAMES = ("conv_w1", "conv_b1", "conv_w2", "conv_b2", "fc_w", "fc_b")
+Q2_SHAPES = ((32, 3, 5, 5), (32,), (16, 32, 3, 3), (16,), (16 * 32 * 32, 10), (10,))
+Q2_LEARNING_RATE = 3e-3
+PARITY_RTOL = 1e-9  # float64 throughout: a correct answer agrees to ~1e-15
+
+
+def _convnet_params(gen: torch.Generator, c1: int, c2: int, dtype=torch.float64) -> list[torch.Tensor]:
+    """Random non-zero parameters (zeros would hide a missing bias or ReLU)."""
+    shapes = [(c1, 3, 5, 5), (c1,), (c2, c1, 3, 3), (c2,), (c2 * 32 * 32, 10), (10,)]
+    scales = [0.2, 0.5, 0.2, 0.5, 0.02, 0.5]
+    return [torch.randn(s, generator=gen, dtype=dtype) * k for s, k in zip(shapes, scales)]
+
+
+def _call_q1(ctx: Context, x: torch.Tensor, params: list[torch.Tensor], upstream=None) -> dict:
+    return ctx.probe("call_function", name="three_layer_convnet", args=[x, params], upstream=upstream)
+
+
+def _found_shape(out: dict) -> str:
+    desc = out["output"]
+    return shape_str(desc["shape"]) if desc.get("is_tensor") else f"a {desc.get('type')}"
+
+
+@check("Q1", "output shape for a batch of 64", timeout=30)
+def output_shape(ctx: Context) -> Outcome:
+    gen = ctx.rng
+    x = torch.randn(64, 3, 32, 32, generator=gen)
+    out = _call_q1(ctx, x, _convnet_params(gen, 6, 9, torch.float32))
+    found = _found_shape(out)
+    ok = found == "(64, 10)"
+    return Outcome(ok, f"three_layer_convnet returned {found} for 64 images; expected (64, 10)")
+
+
+@check("Q1", "works for any batch size (N = 1, 7, 40)", timeout=30)
+def any_batch_size(ctx: Context) -> Outcome:
+    gen, problems = ctx.rng, []
+    params = _convnet_params(gen, 6, 9, torch.float32)
+    for n in (1, 7, 40):
+        try:
+            found = _found_shape(_call_q1(ctx, torch.randn(n, 3, 32, 32, generator=gen), params))
+        except Exception as exc:
+            problems.append(f"N={n}: raised {exc}")
+            continue
+        if found != f"({n}, 10)":
+            problems.append(f"N={n}: returned {found}, expected ({n}, 10)")
+    if problems:
+        hint = " Is the batch size hard-coded (e.g. view(64, -1))? Read it from x.shape[0]."
+        return Outcome(False, "; ".join(problems) + hint)
+    return Outcome(True, "output is (N, 10) for N = 1, 7 and 40")
+
+
+def _q1_parity(ctx: Context) -> dict:
+    """Forward and backward of the student's function and the reference on the same
+    secret float64 inputs; computed once for both parity checks."""
+    if "q1" not in ctx.shared:
+        gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=ctx.rng).item()))
+        x = torch.randn(7, 3, 32, 32, generator=gen, dtype=torch.float64)
+        params = _convnet_params(gen, 8, 5)
+        upstream = torch.randn(7, 10, generator=gen, dtype=torch.float64)
+        try:
+            student = _call_q1(ctx, x, params, upstream)
+        except Exception as exc:
+            ctx.shared["q1"] = exc
+            raise
+        leaves = [x.clone().requires_grad_(True)] + [p.clone().requires_grad_(True) for p in params]
+        expected = ctx.reference.three_layer_convnet(leaves[0], leaves[1:])
+        expected.backward(upstream)
+        ctx.shared["q1"] = {"student": student, "output": expected.detach(), "grads": [t.grad for t in leaves]}
+    value = ctx.shared["q1"]
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
+@check("Q1", "forward pass matches the reference (float64, random inputs)", timeout=30)
+def forward_parity(ctx: Context) -> Outcome:
+    run = _q1_parity(ctx)
+    desc = run["student"]["output"]
+    if not desc.get("is_tensor") or desc["shape"] != list(run["output"].shape):
+        return Outcome(False, f"output is {_found_shape(run['student'])}, expected {shape_str(run['output'].shape)}")
+    p = parity(desc["value"], run["output"], rtol=PARITY_RTOL)
+    details = {"max_abs_err": p.max_abs, "rel_err": p.rel, "tolerance": PARITY_RTOL}
+    if p.ok:
+        return Outcome(True, f"scores match the reference ({p.describe()})", details=details)
+    return Outcome(
+        False,
+        f"scores differ from the reference: {p.describe()} (tolerance {PARITY_RTOL:g}). "
+        "Check the paddings (2 and 1), the ReLU after each convolution, and the order of flattening.",
+        details=details,
+    )
+
+
+@check("Q1", "gradients match the reference for every parameter", timeout=30)
+def gradient_parity(ctx: Context) -> Outcome:
+    run = _q1_parity(ctx)
+    grads = run["student"].get("grads") or []
+    names = ["x", *PARAM_NAMES]
+    problems, details = [], {}
+    for name, found, expected in zip(names, grads, run["grads"]):
+        if found is None:
+            problems.append(f"{name}: no gradient reached it")
+            continue
+        p = parity(found, expected, rtol=PARITY_RTOL)
+        details[name] = {"max_abs_err": p.max_abs, "rel_err": p.rel}
+        if not p.ok:
+            problems.append(f"{name}: {p.describe()}")
+    if len(grads) != len(names):
+        problems.append("the function did not return a tensor that could be backpropagated")
+    if problems:
+        return Outcome(False, "gradients differ from the reference: " + "; ".join(problems), details=details)
+    return Outcome(True, "gradients of x and all six parameters match the reference", details=details)
+
+
+@check("Q1", "the provided flatten helper still flattens correctly", timeout=20)
+def flatten_helper(ctx: Context) -> Outcome:
+    ctx.require_answer("Q1")
+    gen = ctx.rng
+    for shape in ((5, 3, 4, 4), (1, 7), (3, 2, 2, 2, 2)):
+        x = torch.randn(shape, generator=gen)
+        out = ctx.probe("call_function", name="flatten", args=[x])["output"]
+        expected = ctx.reference.flatten(x)
+        if not out.get("is_tensor") or not torch.equal(out["value"], expected):
+            found = shape_str(out["shape"]) if out.get("is_tensor") else out.get("type")
+            return Outcome(
+                False,
+                f"flatten of a {shape_str(shape)} tensor gave {found} (or reordered values); expected {shape_str(expected.shape)} in row-major order",
+            )
+    return Outcome(True, "flatten keeps the batch dimension and row-major order")
+
+
+# -- Question 2 -----------------------------------------------------------------------------
+
+
+def _q2_params(ctx: Context) -> list[dict]:
+    capture = ctx.capture("Q2")
+    params = capture.get("params") or []
+    if len(params) != 6:
+        raise CheckFailed(
+            f"params should hold six tensors (conv_w1, conv_b1, conv_w2, conv_b2, fc_w, fc_b); found {len(params)}"
+        )
+    return params
+
+
+@check("Q2", "parameter shapes and dtype", timeout=30)
+def shapes(ctx: Context) -> Outcome:
+    problems = []
+    for name, desc, want in zip(PARAM_NAMES, _q2_params(ctx), Q2_SHAPES):
+        if not desc.get("is_tensor"):
+            problems.append(f"{name} is {desc.get('type')} ({desc.get('repr')}), not a tensor")
+        elif tuple(desc["shape"]) != want:
+            problems.append(f"{name} has shape {shape_str(desc['shape'])}, expected {shape_str(want)}")
+        elif desc["dtype"] != "float32":
+            problems.append(f"{name} is {desc['dtype']}, expected float32 (the notebook's dtype)")
+    if problems:
+        return Outcome(False, "; ".join(problems), fraction=(6 - len(problems)) / 6)
+    return Outcome(True, "all six parameters have the expected shapes and dtype float32")
+
+
+@check("Q2", "biases start at exactly zero", timeout=30)
+def zero_biases(ctx: Context) -> Outcome:
+    problems = []
+    for name, desc in zip(PARAM_NAMES, _q2_params(ctx)):
+        if name.endswith(("b1", "b2", "_b")) and desc.get("is_tensor") and desc["value"].abs().max().item() != 0:
+            problems.append(f"{name} has non-zero entries (use zero_weight)")
+        elif name.endswith(("b1", "b2", "_b")) and not desc.get("is_tensor"):
+            problems.append(f"{name} is not a tensor")
+    return Outcome(not problems, "; ".join(problems) or "conv_b1, conv_b2 and fc_b are all zero")
+
+
+@check("Q2", "every parameter is a leaf tensor that requires grad", timeout=30)
+def requires_grad(ctx: Context) -> Outcome:
+    problems = []
+    for name, desc in zip(PARAM_NAMES, _q2_params(ctx)):
+        if not desc.get("is_tensor"):
+            problems.append(f"{name} is not a tensor")
+        elif not desc["requires_grad"]:
+            problems.append(f"{name} does not require grad")
+        elif not desc["is_leaf"]:
+            problems.append(
+                f"{name} is the result of an operation (not a leaf), so it has no .grad to update: create it, then set requires_grad"
+            )
+    return Outcome(not problems, "; ".join(problems) or "all six are leaf tensors with requires_grad=True")
+
+
+@check("Q2", "Kaiming initialisation of the weights", timeout=30)
+def kaiming_init(ctx: Context) -> Outcome:
+    params = _q2_params(ctx)
+    tests = []
+    for index, fan_in_of in ((0, lambda s: math.prod(s[1:])), (2, lambda s: math.prod(s[1:])), (4, lambda s: s[0])):
+        desc = params[index]
+        if not desc.get("is_tensor") or tuple(desc["shape"]) != Q2_SHAPES[index]:
+            return Outcome(
+                False, f"{PARAM_NAMES[index]} does not have the expected shape, so its initialisation cannot be judged"
+            )
+        tests.append(kaiming_std(PARAM_NAMES[index], desc["value"], fan_in_of(Q2_SHAPES[index])))
+    message = "; ".join(t.describe() for t in tests)
+    return Outcome(
+        all(t.ok for t in tests),
+        message,
+        details={"std": {t.name: {"found": t.found, "expected": t.expected} for t in tests}},
+    )
+
+
+@check("Q2", "learning rate is 3e-3", timeout=30)
+def learning_rate(ctx: Context) -> Outcome:
+    ctx.require_answer("Q2")
+    lr = ctx.capture("Q2").get("learning_rate")
+    if lr is None:
+        return Outcome(False, "no numeric learning rate was passed to train_part2")
+    ok = math.isclose(lr, Q2_LEARNING_RATE, rel_tol=1e-9)
+    return Outcome(ok, f"learning rate {lr:g}" + ("" if ok else f", expected {Q2_LEARNING_RATE:g}"))
+
+
+@check("Q2", "one step of train_part2 from your parameters equals the reference update", timeout=60)
+def sgd_step(ctx: Context) -> Outcome:
+    """Runs the student's own train_part2 for one step from copies of their parameters,
+    with gradients the grader chooses (replayed by probes._GradientReplay), so the step
+    does not depend on the student's Question 1. Gradients are scaled to each
+    parameter's magnitude so that the float32 update is measured precisely."""
+    values = [d.get("value") for d in _q2_params(ctx)]
+    if any(v is None for v in values):
+        raise CheckFailed("every parameter must be a tensor before a step can be taken")
+    gen = ctx.rng
+    x = torch.randn(5, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (5,), generator=gen)
+    scores = torch.randn(5, 10, generator=gen)
+    d_scores = (scores.softmax(dim=1) - F.one_hot(y, 10)) / len(y)  # d(mean cross-entropy)/d(scores)
+    direction = d_scores / d_scores.pow(2).sum()
+    grads = [
+        torch.randn(v.shape, generator=gen) * 3 * max(v.double().std().item() if v.numel() > 1 else 0.0, 0.01)
+        for v in values
+    ]
+    out = ctx.probe("train_part2_replay", question="Q2", x=x, y=y, scores=scores, direction=direction, grads=grads)
+    problems, worst = [], 0.0
+    for name, before, after, g in zip(PARAM_NAMES, out["before"], out["after"], grads):
+        moved = before.double() - after.double()
+        p = parity(moved, Q2_LEARNING_RATE * g.double(), rtol=1e-3)
+        worst = max(worst, p.rel)
+        if not p.ok:
+            ratio = (moved.flatten() @ g.double().flatten()) / (g.double().flatten() @ g.double().flatten())
+            problems.append(f"{name} moved by {ratio.item():.3g} x its gradient")
+    if problems:
+        return Outcome(
+            False,
+            f"the update differs from w - {Q2_LEARNING_RATE:g} * grad: " + "; ".join(problems),
+            details={"rel_err": worst},
+        )
+    return Outcome(
+        True,
+        f"every parameter moved to w - {Q2_LEARNING_RATE:g} * grad (relative error {worst:.2g})",
+        details={"rel_err": worst},
+    )
+
+
+@check("Q2", "your parameters and learning rate learn on real images", timeout=120, needs_data=True)
+def learns(ctx: Context) -> Outcome:
+    params = _q2_params(ctx)
+    lr = ctx.capture("Q2").get("learning_rate")
+    if any(not d.get("is_tensor") or tuple(d["shape"]) != s for d, s in zip(params, Q2_SHAPES)) or lr is None:
+        raise CheckFailed("needs six tensors of the expected shapes and a learning rate")
+    run = manual_sgd_run(ctx, ctx.reference.three_layer_convnet, [d["value"] for d in params], float(lr))
+    return judge_learning(run)
+
+
+@check("Q2", "the provided train_part2 helper updates and zeroes gradients correctly", timeout=60)
+def train_part2_helper(ctx: Context) -> Outcome:
+    ctx.require_answer("Q2")
+    gen = ctx.rng
+    batches = [
+        {"x": torch.randn(4, 3, 2, 2, generator=gen), "y": torch.randint(0, 3, (4,), generator=gen)} for _ in range(3)
+    ]
+    w = [torch.randn(12, 3, generator=gen) * 0.3, torch.zeros(3)]
+    lr = 0.1
+    out = ctx.probe("helper_train_part2", batches=batches, params=w, learning_rate=lr)
+    expected = [t.clone().requires_grad_(True) for t in w]
+    accumulated = [t.clone().requires_grad_(True) for t in w]
+    for b in batches:
+        for ps, zero in ((expected, True), (accumulated, False)):
+            loss = F.cross_entropy(b["x"].reshape(4, -1).mm(ps[0]) + ps[1], b["y"])
+            loss.backward()
+            with torch.no_grad():
+                for p in ps:
+                    p -= lr * p.grad
+                    if zero:
+                        p.grad.zero_()
+    found = out["after"]
+    if all(parity(f, e.detach(), rtol=1e-5).ok for f, e in zip(found, expected)):
+        return Outcome(True, "train_part2 applies w -= lr * grad and zeroes the gradients every step")
+    if all(parity(f, a.detach(), rtol=1e-5).ok for f, a in zip(found, accumulated)):
+        return Outcome(
+            False, "train_part2 never zeroes the gradients, so they accumulate across steps (restore w.grad.zero_())"
+        )
+    return Outcome(
+        False,
+        "train_part2 does not perform w -= learning_rate * w.grad on each step (was the provided helper changed?)",
+    )

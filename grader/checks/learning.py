@@ -1,0 +1,135 @@
+"""The short learning check: a bounded run of training on the grader's own images.
+
+Conformance checks can all pass while a model cannot learn (a real case: weights
+overwritten with Kaiming std computed from the wrong axis of an nn.Linear weight left
+the model at chance). So Q2, Q5 and Q6 also train briefly from the student's starting
+point and must lower the held-out loss and beat chance. The held-out labels never leave
+the grader: a worker-side run returns logits, and the loss and accuracy are computed here.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import Outcome
+
+STEPS = 40
+BATCH_SIZE = 64
+EVAL_IMAGES = 1000
+DATA_SEED = 1234  # fixed, so a submission graded twice trains on the same images
+MIN_ACCURACY = 0.20  # chance is 0.10; a working start reaches ~0.3 in 40 steps
+MIN_LOSS_DROP = 0.05
+
+
+@dataclass
+class LearnRun:
+    loss_before: float
+    loss_after: float
+    acc_before: float
+    acc_after: float
+    steps: int
+
+
+@functools.lru_cache(maxsize=2)
+def _learning_data(data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ..data import normalize
+
+    train_idx, val_idx = data.split()
+    gen = torch.Generator().manual_seed(DATA_SEED)
+    pick = train_idx[torch.randperm(len(train_idx), generator=gen)[: STEPS * BATCH_SIZE]]
+    held = val_idx[:EVAL_IMAGES]
+    return (
+        normalize(data.train_images[pick]),
+        data.train_labels[pick],
+        normalize(data.train_images[held]),
+        data.train_labels[held],
+    )
+
+
+def learning_data(ctx):
+    """Training images and the held-out set (images, labels) for learning checks."""
+    return _learning_data(ctx.data)
+
+
+def _evaluate(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    logits = logits.double()
+    if not torch.isfinite(logits).all():
+        return float("inf"), float((logits.argmax(1) == labels).double().mean())
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).double().mean().item()
+
+
+def from_logits(before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor, steps: int) -> LearnRun:
+    lb, ab = _evaluate(before, labels)
+    la, aa = _evaluate(after, labels)
+    return LearnRun(lb, la, ab, aa, steps)
+
+
+def _logits(fn, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([fn(x[i : i + 500]) for i in range(0, len(x), 500)])
+
+
+def manual_sgd_run(ctx, model_fn, params: list[torch.Tensor], lr: float) -> LearnRun:
+    """Q2's training rule (w -= lr * grad) with the reference forward pass."""
+    x, y, ex, ey = learning_data(ctx)
+    ws = [p.detach().float().clone().requires_grad_(True) for p in params]
+    before = _logits(lambda b: model_fn(b, ws), ex)
+    for i in range(0, len(x), BATCH_SIZE):
+        loss = F.cross_entropy(model_fn(x[i : i + BATCH_SIZE], ws), y[i : i + BATCH_SIZE])
+        loss.backward()
+        with torch.no_grad():
+            for w in ws:
+                w -= lr * w.grad
+                w.grad.zero_()
+    return from_logits(before, _logits(lambda b: model_fn(b, ws), ex), ey, STEPS)
+
+
+def module_run(ctx, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> LearnRun:
+    """A module and its optimizer, both on the trusted side."""
+    x, y, ex, ey = learning_data(ctx)
+    model.eval()
+    before = _logits(model, ex)
+    model.train()
+    for i in range(0, len(x), BATCH_SIZE):
+        loss = F.cross_entropy(model(x[i : i + BATCH_SIZE]), y[i : i + BATCH_SIZE])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return from_logits(before, _logits(model, ex), ey, STEPS)
+
+
+def worker_run(ctx, question: str) -> LearnRun:
+    """The student's own model and optimizer, trained in the worker by the grader's loop."""
+    x, y, ex, ey = learning_data(ctx)
+    out = ctx.probe("learn", target={"question": question}, x=x, y=y, batch_size=BATCH_SIZE, eval_x=ex)
+    return from_logits(out["before"], out["after"], ey, out["steps"])
+
+
+def judge_learning(run: LearnRun) -> Outcome:
+    details = {
+        "loss_before": run.loss_before,
+        "loss_after": run.loss_after,
+        "accuracy_before": run.acc_before,
+        "accuracy_after": run.acc_after,
+        "steps": run.steps,
+        "batch_size": BATCH_SIZE,
+    }
+    summary = (
+        f"after {run.steps} steps of {BATCH_SIZE} images: held-out loss {run.loss_before:.3f} -> "
+        f"{run.loss_after:.3f}, accuracy {100 * run.acc_before:.1f}% -> {100 * run.acc_after:.1f}%"
+    )
+    dropped = run.loss_after < run.loss_before - MIN_LOSS_DROP
+    if dropped and run.acc_after >= MIN_ACCURACY:
+        return Outcome(True, summary, details=details)
+    why = []
+    if not dropped:
+        why.append("the loss did not go down")
+    if run.acc_after < MIN_ACCURACY:
+        why.append(f"accuracy stayed below {100 * MIN_ACCURACY:.0f}% (chance is 10%)")
+    hint = " Check the scale of the initial weights and the learning rate."
+    return Outcome(False, summary + "; " + " and ".join(why) + "." + hint, details=details)

@@ -1,0 +1,478 @@
+"""Part III, the nn.Module API: Questions 3 and 4 (``ThreeLayerConvNet``'s constructor
+and forward pass) and Question 5 (the model and optimizer handed to ``train_part34``),
+plus the provided ``train_part34`` helper Question 5 relies on. The optimizer and
+learning checks here serve Question 6 as well."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+
+from ..engine import CheckFailed, Context
+from ..worker.probes import describe_module
+from . import Outcome, check
+from .compare import kaiming_std, layer_str, map_state, parity
+from .learning import judge_learning, module_run, worker_run
+
+SPEC_ARGS = (3, 32, 16, 10)
+PARITY_RTOL = 1e-9
+
+
+def reference_layers(model: torch.nn.Module) -> list[dict]:
+    return describe_module(model)["leaves"]
+
+
+def _layers_with_params(layers: list[dict]) -> list[dict]:
+    return [layer for layer in layers if layer["kind"] in ("Conv2d", "Linear")]
+
+
+def same_layers(expected: list[dict], found: list[dict]) -> tuple[bool, list[str]]:
+    """Compare the parameterised layers as a multiset (attribute order in __init__ is
+    free); return whether they agree and the differences in words."""
+    want = Counter(layer_str(x) for x in _layers_with_params(expected))
+    have = Counter(layer_str(x) for x in _layers_with_params(found))
+    missing, extra = want - have, have - want
+    problems = [f"missing {name}" for name in missing.elements()] + [f"unexpected {name}" for name in extra.elements()]
+    return not problems, problems
+
+
+def _random_state(reference: torch.nn.Module, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random non-zero float64 weights with the reference's shapes."""
+    return {
+        k: torch.randn(v.shape, generator=gen, dtype=torch.float64) * (0.5 / math.sqrt(max(v[0].numel(), 1)))
+        for k, v in reference.state_dict().items()
+    }
+
+
+def parity_run(
+    ctx: Context, *, key: str, target: dict, reference: torch.nn.Module, student_model: dict, sizes=(7, 40)
+) -> dict:
+    """Load identical random weights into the student's module and the reference; run
+    both forward and backward on the same secret float64 batches. Cached per key."""
+    if key in ctx.shared:
+        return ctx.shared[key]
+    reference = reference.double().eval()
+    gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=ctx.rng).item()))
+    ref_state = _random_state(reference, gen)
+    shapes = {}
+    for leaf in student_model["leaves"]:
+        for pname, shape in leaf["params"].items():
+            shapes[f"{leaf['path']}.{pname}" if leaf["path"] else pname] = shape
+    mapping = map_state(ref_state, shapes)
+    if mapping is None:
+        found = ", ".join(f"{n} {tuple(s)}" for n, s in shapes.items())
+        raise CheckFailed(
+            f"cannot load identical weights: the parameters do not pair up with the expected ones (found {found})"
+        )
+    reference.load_state_dict(ref_state)
+    runs = []
+    for n in sizes:
+        x = torch.randn(n, 3, 32, 32, generator=gen, dtype=torch.float64)
+        upstream = torch.randn(n, 10, generator=gen, dtype=torch.float64)
+        student = ctx.probe(
+            "module_forward_backward",
+            target=target,
+            state={s: ref_state[r] for s, r in mapping.items()},
+            x=x,
+            upstream=upstream,
+        )
+        xr = x.clone().requires_grad_(True)
+        reference.zero_grad()
+        expected = reference(xr)
+        expected.backward(upstream)
+        grads = {s: dict(reference.named_parameters())[r].grad.clone() for s, r in mapping.items()}
+        runs.append({"n": n, "student": student, "output": expected.detach(), "grad_x": xr.grad, "grads": grads})
+    ctx.shared[key] = runs
+    return runs
+
+
+def judge_forward(runs: list[dict]) -> Outcome:
+    worst, problems = 0.0, []
+    for run in runs:
+        out = run["student"]["output"]
+        if not out.get("is_tensor") or out["shape"] != list(run["output"].shape):
+            problems.append(
+                f"N={run['n']}: output {out.get('shape', out.get('type'))}, expected {list(run['output'].shape)}"
+            )
+            continue
+        p = parity(out["value"], run["output"], rtol=PARITY_RTOL)
+        worst = max(worst, p.rel)
+        if not p.ok:
+            problems.append(f"N={run['n']}: {p.describe()}")
+    details = {"rel_err": worst, "tolerance": PARITY_RTOL}
+    if problems:
+        return Outcome(
+            False,
+            "with identical weights the scores differ from the reference: " + "; ".join(problems),
+            details=details,
+        )
+    return Outcome(
+        True, f"with identical weights the scores match the reference (relative error {worst:.2g})", details=details
+    )
+
+
+def judge_gradients(runs: list[dict]) -> Outcome:
+    worst, problems = 0.0, []
+    for run in runs:
+        student = run["student"]
+        if student.get("grad_x") is None:
+            problems.append(f"N={run['n']}: no gradient reached the input")
+            continue
+        pairs = [("input", student["grad_x"], run["grad_x"])] + [
+            (name, student["grads"].get(name), expected) for name, expected in run["grads"].items()
+        ]
+        for name, found, expected in pairs:
+            if found is None:
+                problems.append(f"{name}: no gradient")
+                continue
+            p = parity(found, expected, rtol=PARITY_RTOL)
+            worst = max(worst, p.rel)
+            if not p.ok:
+                problems.append(f"N={run['n']} {name}: {p.describe()}")
+    if problems:
+        return Outcome(
+            False,
+            "gradients differ from the reference: " + "; ".join(dict.fromkeys(problems)),
+            details={"rel_err": worst},
+        )
+    return Outcome(
+        True,
+        f"gradients of the input and every parameter match (relative error {worst:.2g})",
+        details={"rel_err": worst},
+    )
+
+
+# -- Question 3 -----------------------------------------------------------------------------
+
+
+def _spec_model(ctx: Context):
+    return ctx.reference.ThreeLayerConvNet(*SPEC_ARGS)
+
+
+@check("Q3", "layers: types, sizes and padding", timeout=30)
+def layers(ctx: Context) -> Outcome:
+    built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))
+    expected = reference_layers(_spec_model(ctx))
+    ok, problems = same_layers(expected, built["model"]["leaves"])
+    found = ", ".join(layer_str(x) for x in _layers_with_params(built["model"]["leaves"])) or "no layers"
+    details = {
+        "expected": [layer_str(x) for x in _layers_with_params(expected)],
+        "found": [layer_str(x) for x in _layers_with_params(built["model"]["leaves"])],
+    }
+    if ok:
+        return Outcome(True, f"ThreeLayerConvNet(3, 32, 16, 10) has {found}", details=details)
+    return Outcome(
+        False, "ThreeLayerConvNet(3, 32, 16, 10): " + "; ".join(problems) + f" (found {found})", details=details
+    )
+
+
+@check("Q3", "the constructor uses its arguments", timeout=30)
+def uses_arguments(ctx: Context) -> Outcome:
+    for args in ((3, 12, 8, 10), (3, 20, 24, 5)):
+        built = ctx.construct("ThreeLayerConvNet", list(args))
+        ok, problems = same_layers(reference_layers(ctx.reference.ThreeLayerConvNet(*args)), built["model"]["leaves"])
+        if not ok:
+            return Outcome(
+                False,
+                f"ThreeLayerConvNet{args}: "
+                + "; ".join(problems)
+                + " — are sizes hard-coded instead of taken from the arguments?",
+            )
+    return Outcome(True, "the layer sizes follow in_channel, channel_1, channel_2 and num_classes")
+
+
+@check("Q3", "Kaiming normal initialisation of every weight", timeout=30)
+def kaiming_init(ctx: Context) -> Outcome:
+    built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS), seed=0)
+    tests = []
+    for leaf in _layers_with_params(built["model"]["leaves"]):
+        name = f"{leaf['path']}.weight" if leaf["path"] else "weight"
+        weight = built["state"].get(name)
+        if weight is None:
+            continue
+        fan_in = math.prod(weight.shape[1:])  # PyTorch's fan_in: in_features, or in_channels * kH * kW
+        tests.append(kaiming_std(f"{leaf['path']} ({layer_str(leaf)})", weight, fan_in))
+    if not tests:
+        return Outcome(False, "ThreeLayerConvNet(3, 32, 16, 10) has no convolution or linear weights to check")
+    details = {"std": {t.name: {"found": t.found, "expected": t.expected} for t in tests}}
+    return Outcome(all(t.ok for t in tests), "; ".join(t.describe() for t in tests), details=details)
+
+
+# -- Question 4 -----------------------------------------------------------------------------
+
+
+def _q4_parity(ctx: Context) -> list[dict]:
+    built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))
+    return parity_run(
+        ctx, key="q4", target={"handle": built["handle"]}, reference=_spec_model(ctx), student_model=built["model"]
+    )
+
+
+@check("Q4", "forward output is (N, 10) for N = 7, 40 and 64", timeout=60)
+def output_shape(ctx: Context) -> Outcome:
+    built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))
+    gen, problems = ctx.rng, []
+    for n in (7, 40, 64):
+        out = ctx.probe(
+            "module_forward_backward",
+            target={"handle": built["handle"]},
+            state=built["state"],
+            x=torch.randn(n, 3, 32, 32, generator=gen, dtype=torch.float64),
+            upstream=None,
+        )["output"]
+        if not out.get("is_tensor") or out["shape"] != [n, 10]:
+            problems.append(f"N={n}: got {out.get('shape', out.get('type'))}")
+    if problems:
+        return Outcome(
+            False, "forward should return (N, 10) scores: " + "; ".join(problems) + ". Is the batch size hard-coded?"
+        )
+    return Outcome(True, "forward returns (N, 10) for N = 7, 40 and 64")
+
+
+@check("Q4", "forward pass matches the reference with identical weights", timeout=60)
+def forward_parity(ctx: Context) -> Outcome:
+    return judge_forward(_q4_parity(ctx))
+
+
+@check("Q4", "gradients match the reference with identical weights", timeout=60)
+def gradient_parity(ctx: Context) -> Outcome:
+    return judge_gradients(_q4_parity(ctx))
+
+
+# -- shared by Questions 5 and 6 ----------------------------------------------------------------
+
+
+def optimizer_settings(ctx: Context, question: str, required: dict[str, float | bool]) -> Outcome:
+    """The captured optimizer is torch.optim.SGD with exactly these settings and updates
+    every parameter of the captured model."""
+    capture = ctx.capture(question)
+    opt = capture["optimizer"]
+    wanted = ", ".join(f"{k}={v}" for k, v in required.items())
+    if not opt.get("is_optimizer"):
+        return Outcome(False, f"optimizer is a {opt.get('type')}, expected torch.optim.SGD({wanted})")
+    problems = []
+    if opt["type"] != "SGD" or not opt["module"].startswith("torch.optim"):
+        problems.append(f"optimizer is {opt['type']}, expected torch.optim.SGD")
+    found_settings = {}
+    for gi, group in enumerate(opt["groups"]):
+        settings = group["settings"]
+        found_settings = settings
+        for key, want in required.items():
+            have = settings.get(key)
+            same = (
+                have == want
+                if isinstance(want, bool)
+                else isinstance(have, (int, float)) and math.isclose(have, want, rel_tol=1e-9, abs_tol=1e-12)
+            )
+            if not same:
+                problems.append(
+                    f"{key}={have} (expected {want})" + (f" in parameter group {gi}" if len(opt["groups"]) > 1 else "")
+                )
+    if opt["missing"]:
+        problems.append("not updating: " + ", ".join(opt["missing"]))
+    foreign = sum(p == "(not a parameter of the model)" for g in opt["groups"] for p in g["params"])
+    if foreign:
+        problems.append(
+            f"{foreign} tensors that are not parameters of this model (was the optimizer built for another model?)"
+        )
+    details = {"required": required, "found": {k: found_settings.get(k) for k in required}, "type": opt["type"]}
+    if problems:
+        return Outcome(
+            False, f"expected SGD({wanted}) over all parameters: " + "; ".join(dict.fromkeys(problems)), details=details
+        )
+    return Outcome(
+        True, f"SGD({wanted}) updates all {len(capture['model'].get('param_names', []))} parameters", details=details
+    )
+
+
+def optimizer_steps(ctx: Context, question: str, settings: dict) -> Outcome:
+    """Two steps of the captured optimizer with grader-chosen gradients equal two steps
+    of torch.optim.SGD with the required settings (two, so momentum shows)."""
+    capture = ctx.capture(question)
+    if not capture["model"].get("is_module"):
+        raise CheckFailed("the captured model is not an nn.Module")
+    gen = ctx.rng
+    state = capture["state"]
+    names = capture["model"]["param_names"]
+    grads = [{n: torch.randn(state[n].shape, generator=gen) for n in names} for _ in range(2)]
+    out = ctx.probe("optimizer_steps", question=question, grads=grads)
+    params = {n: out["before"][n].clone().requires_grad_(True) for n in names}
+    reference = torch.optim.SGD(params.values(), **settings)
+    for step in grads:
+        for n, p in params.items():
+            p.grad = step[n].to(p.dtype)
+        reference.step()
+    worst, problems = 0.0, []
+    for n, p in params.items():
+        check_p = parity(out["after"][n], p.detach(), rtol=1e-5)
+        worst = max(worst, check_p.rel)
+        if not check_p.ok:
+            problems.append(n)
+    wanted = ", ".join(f"{k}={v}" for k, v in settings.items())
+    if problems:
+        return Outcome(
+            False,
+            f"after two steps these parameters differ from SGD({wanted}): " + ", ".join(problems),
+            details={"rel_err": worst},
+        )
+    return Outcome(
+        True, f"two optimizer steps match SGD({wanted}) (relative error {worst:.2g})", details={"rel_err": worst}
+    )
+
+
+def _rebuild_optimizer(opt: dict, model: torch.nn.Module) -> torch.optim.Optimizer | None:
+    """The student's optimizer rebuilt on the trusted side from its settings, when it is
+    a torch.optim class with one group over every parameter."""
+    if (
+        not opt.get("is_optimizer")
+        or not opt["module"].startswith("torch.optim")
+        or len(opt["groups"]) != 1
+        or opt["missing"]
+    ):
+        return None
+    cls = getattr(torch.optim, opt["type"], None)
+    if cls is None:
+        return None
+    accepted = inspect.signature(cls).parameters
+    settings = {
+        k: v
+        for k, v in opt["groups"][0]["settings"].items()
+        if k in accepted and k not in ("foreach", "fused", "differentiable", "capturable")
+    }
+    try:
+        return cls(model.parameters(), **settings)
+    except (TypeError, ValueError):
+        return None
+
+
+def learning(ctx: Context, question: str, reference: torch.nn.Module) -> Outcome:
+    """Train briefly from the student's starting weights and optimizer. When the model
+    has the specified layers, the reference forward pass is used (so a bug in another
+    question's code cannot fail this one); otherwise the student's own model trains in
+    the worker."""
+    capture = ctx.capture(question)
+    model = capture["model"]
+    if not model.get("is_module"):
+        raise CheckFailed(f"the captured model is a {model.get('type')}, not an nn.Module")
+    _ = ctx.data  # without the images this check is skipped, before any work
+    layers_match = same_layers(reference_layers(reference), model["leaves"])[0]
+    mapping = (
+        map_state(dict(reference.state_dict()), {n: list(t.shape) for n, t in capture["state"].items()})
+        if layers_match
+        else None
+    )
+    if mapping is not None:
+        reference.load_state_dict({r: capture["state"][s].float() for s, r in mapping.items()})
+        rebuilt = _rebuild_optimizer(capture["optimizer"], reference)
+        if rebuilt is not None:
+            return judge_learning(module_run(ctx, reference, rebuilt))
+    return judge_learning(worker_run(ctx, question))
+
+
+# -- Question 5 -----------------------------------------------------------------------------
+
+Q5_SGD = {"lr": 3e-3, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "dampening": 0.0}
+
+
+@check("Q5", "the model is ThreeLayerConvNet(3, 32, 16, 10)", timeout=30)
+def model(ctx: Context) -> Outcome:
+    capture = ctx.capture("Q5")
+    found = capture["model"]
+    if not found.get("is_module"):
+        return Outcome(False, f"model is a {found.get('type')}, not an nn.Module")
+    spec_ok, problems = same_layers(reference_layers(_spec_model(ctx)), found["leaves"])
+    own_ok = False
+    with contextlib.suppress(CheckFailed):  # their class may not build; the spec still counts
+        own_ok = same_layers(ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))["model"]["leaves"], found["leaves"])[0]
+    layers_text = ", ".join(layer_str(x) for x in _layers_with_params(found["leaves"]))
+    if spec_ok or own_ok:
+        return Outcome(True, f"a {found['type']} with {layers_text}")
+    return Outcome(
+        False,
+        f"the model's layers are {layers_text}; expected those of ThreeLayerConvNet(3, 32, 16, 10): "
+        + "; ".join(problems),
+    )
+
+
+@check("Q5", "optimizer is plain SGD with lr 3e-3 over every parameter", timeout=30)
+def optimizer(ctx: Context) -> Outcome:
+    return optimizer_settings(ctx, "Q5", Q5_SGD)
+
+
+@check("Q5", "optimizer steps equal the reference SGD steps", timeout=30)
+def optimizer_step(ctx: Context) -> Outcome:
+    return optimizer_steps(ctx, "Q5", {"lr": 3e-3})
+
+
+@check("Q5", "the model and optimizer learn on real images", timeout=120, needs_data=True)
+def learns(ctx: Context) -> Outcome:
+    return learning(ctx, "Q5", _spec_model(ctx))
+
+
+@check("Q5", "the provided train_part34 helper trains correctly", timeout=60)
+def train_part34_helper(ctx: Context) -> Outcome:
+    """Runs the student's train_part34 on a probe model whose output depends on train /
+    eval mode, and compares the resulting weights with the correct loop and with the
+    two classic mistakes, to name the one made."""
+    ctx.require_answer("Q5")
+    gen = ctx.rng
+    batches = [
+        {"x": torch.randn(4, 3, 2, 2, generator=gen), "y": torch.randint(0, 3, (4,), generator=gen)} for _ in range(3)
+    ]
+    val = [{"x": torch.randn(4, 3, 2, 2, generator=gen), "y": torch.randint(0, 3, (4,), generator=gen)}]
+    state = {"fc.weight": torch.randn(3, 12, generator=gen) * 0.3, "fc.bias": torch.zeros(3)}
+    lr, epochs, every = 0.1, 2, 2
+    out = ctx.probe(
+        "helper_train_part34",
+        batches=batches,
+        val_batches=val,
+        state=state,
+        learning_rate=lr,
+        epochs=epochs,
+        print_every=every,
+    )
+
+    def simulate(*, zero_grad: bool, train_each_step: bool) -> dict:
+        w = state["fc.weight"].clone().requires_grad_(True)
+        b = state["fc.bias"].clone().requires_grad_(True)
+        training = False
+        for epoch in range(epochs):
+            for t, batch in enumerate(batches):
+                if train_each_step or (t == 0 and epoch == 0):
+                    training = True
+                scale = 1.0 if training else 0.5
+                loss = F.cross_entropy((batch["x"].reshape(4, -1) @ w.T + b) * scale, batch["y"])
+                if zero_grad:
+                    w.grad = b.grad = None
+                loss.backward()
+                with torch.no_grad():
+                    w -= lr * w.grad
+                    b -= lr * b.grad
+                if t % every == 0:
+                    training = False  # the accuracy check switches to eval mode
+        return {"fc.weight": w.detach(), "fc.bias": b.detach()}
+
+    def matches(expected: dict) -> bool:
+        return all(parity(out["state"][k], v, rtol=1e-5).ok for k, v in expected.items())
+
+    if matches(simulate(zero_grad=True, train_each_step=True)):
+        return Outcome(True, "train_part34 zeroes gradients and trains in training mode at every step")
+    if matches(simulate(zero_grad=False, train_each_step=True)):
+        return Outcome(
+            False,
+            "train_part34 never zeroes the gradients, so they accumulate across steps (call optimizer.zero_grad() every step)",
+        )
+    if matches(simulate(zero_grad=True, train_each_step=False)):
+        return Outcome(
+            False,
+            "train_part34 calls model.train() only once: after the first accuracy check the model trains in eval mode (call model.train() inside the loop)",
+        )
+    return Outcome(
+        False,
+        "train_part34 does not take the expected SGD steps on the cross-entropy loss in training mode (was the provided helper changed?)",
+    )

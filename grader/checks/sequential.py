@@ -1,0 +1,67 @@
+"""Part IV, the nn.Sequential API: Question 6, the three-layer ConvNet as a Sequential
+with SGD (lr 1e-2, momentum 0.9, Nesterov)."""
+
+from __future__ import annotations
+
+from ..engine import CheckFailed, Context
+from . import Outcome, check
+from .compare import diff_layers
+from .module_api import judge_forward, judge_gradients, learning, optimizer_settings, parity_run, reference_layers
+
+Q6_SGD = {"lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "dampening": 0.0}
+
+
+def _spec(ctx: Context):
+    model, _ = ctx.reference.sequential_convnet_and_optimizer()
+    return model
+
+
+def _captured_model(ctx: Context) -> dict:
+    found = ctx.capture("Q6")["model"]
+    if not found.get("is_module"):
+        raise CheckFailed(f"model is a {found.get('type')}, not an nn.Module")
+    return found
+
+
+@check("Q6", "architecture matches the specification layer by layer", timeout=30)
+def architecture(ctx: Context) -> Outcome:
+    found = _captured_model(ctx)
+    problems, rows = diff_layers(reference_layers(_spec(ctx)), found["leaves"])
+    details = {"diff": rows}
+    if problems:
+        return Outcome(False, "; ".join(problems), details=details)
+    return Outcome(
+        True, "Conv2d 5x5 pad 2, ReLU, Conv2d 3x3 pad 1, ReLU, Flatten, Linear: as specified", details=details
+    )
+
+
+def _q6_parity(ctx: Context) -> list[dict]:
+    return parity_run(
+        ctx, key="q6", target={"question": "Q6"}, reference=_spec(ctx), student_model=_captured_model(ctx), sizes=(7,)
+    )
+
+
+@check("Q6", "forward and backward match the reference with identical weights", timeout=60)
+def parity(ctx: Context) -> Outcome:
+    runs = _q6_parity(ctx)
+    forward, backward = judge_forward(runs), judge_gradients(runs)
+    if forward.passed and backward.passed:
+        return Outcome(
+            True,
+            f"{forward.message}; {backward.message}",
+            details={**forward.details, "grad_rel_err": backward.details["rel_err"]},
+        )
+    failing = [o.message for o in (forward, backward) if not o.passed]
+    return Outcome(
+        False, "; ".join(failing), details={**forward.details, "grad_rel_err": backward.details.get("rel_err")}
+    )
+
+
+@check("Q6", "optimizer is SGD with lr 1e-2, momentum 0.9 and Nesterov", timeout=30)
+def optimizer(ctx: Context) -> Outcome:
+    return optimizer_settings(ctx, "Q6", Q6_SGD)
+
+
+@check("Q6", "the model and optimizer learn on real images", timeout=120, needs_data=True)
+def learns(ctx: Context) -> Outcome:
+    return learning(ctx, "Q6", _spec(ctx))

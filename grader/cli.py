@@ -1,0 +1,166 @@
+"""The ``grade`` command: a thin layer over ``grade_batch``, ``self_check`` and ``assign``.
+
+grade SUBMISSIONS [options]     grade every notebook or module in a folder (or one file)
+grade --self-check FILE         a student's quick check of their own notebook or module
+grade assign [--check]          regenerate the student template from the answer key
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EPILOG = """\
+examples:
+  grade submissions/ --data cifar-10-python.tar.gz     grade a class; reports in reports/
+  grade submissions/ --jobs 4 --out graded/            four at a time, elsewhere
+  grade --self-check hw05.ipynb                        what a student runs before submitting
+  grade assign                                         rebuild student_template/ and examples/
+
+outputs (under --out, default reports/):
+  <submission>/results.json     Gradescope-format results, every check with its reason
+  <submission>/report.html      the instructor's report; report-student.html leaves out
+                                hidden checks' details
+  index.html                    class summary: sortable scores, pass rates, failures
+  gradebook.csv, summary.json   the batch as a spreadsheet and as data
+
+The dataset: --data takes a cifar-10-batches-py folder, a class-folder tree
+(train/<class>/*.png|jpg, test/<class>/...) or a .tar.gz of either; without it the
+grader looks at $CIFAR10_DATA, then ~/.cache/cifar10-autograder/data.
+
+exit status: 0 when the batch ran (whatever the scores), 2 when it could not run
+(missing folder, dataset or rubric). For --self-check: 0 when every public check
+passed, 1 otherwise.
+"""
+
+
+def _grading_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="grade",
+        description="Grade PyTorch CIFAR-10 homework: notebooks (.ipynb) or modules (.py).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("submissions", nargs="?", type=Path, help="a folder of submissions, or one submission")
+    p.add_argument(
+        "--self-check",
+        metavar="FILE",
+        type=Path,
+        help="run the public checks on one notebook or module and explain each failure",
+    )
+    p.add_argument("--out", type=Path, default=Path("reports"), help="where results go (default: reports/)")
+    p.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: number of cores)")
+    p.add_argument("--data", metavar="PATH", help="CIFAR-10: a cifar-10-batches-py folder, class folders, or a .tar.gz")
+    p.add_argument("--download", action="store_true", help="fetch CIFAR-10 with torchvision if it is not found")
+    p.add_argument("--no-data", action="store_true", help="grade without the images; checks that need them are skipped")
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where decoded images are cached (default: ~/.cache/cifar10-autograder/cache)",
+    )
+    p.add_argument("--rubric", type=Path, help="a rubric TOML file (default: the one shipped, totalling 100)")
+    p.add_argument("--seed", type=int, help="fix the secret probe inputs (default: new ones each run)")
+    p.add_argument("--no-cache", action="store_true", help="regrade everything, even unchanged submissions")
+    p.add_argument(
+        "--cell-timeout", type=float, default=60.0, metavar="S", help="seconds one cell may run (default: 60)"
+    )
+    p.add_argument(
+        "--submission-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds one submission may take (default: 600)",
+    )
+    p.add_argument(
+        "--train-budget",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="seconds for retraining a Question 7 model that has no checkpoint (default: 900)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _assign_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="grade assign",
+        description="Regenerate student_template/ and the filled and empty examples from reference_solution/.",
+    )
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if the committed files are out of date")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["assign"]:
+        return _assign(_assign_parser().parse_args(argv[1:]))
+    parser = _grading_parser()
+    args = parser.parse_args(argv)
+    if args.self_check:
+        from .selfcheck import self_check
+
+        return self_check(args.self_check, data=args.data, cache_dir=args.cache_dir)
+    if args.submissions is None:
+        parser.error("give a folder of submissions (or --self-check FILE); see grade --help")
+    return _grade(args)
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from .batch import BatchError, grade_batch
+    from .sandbox import Limits
+
+    limits = Limits(
+        cell_seconds=args.cell_timeout, submission_seconds=args.submission_timeout, train_seconds=args.train_budget
+    )
+    try:
+        results = grade_batch(
+            submissions=args.submissions,
+            out=args.out,
+            jobs=args.jobs,
+            data=args.data,
+            cache_dir=args.cache_dir,
+            download=args.download,
+            require_data=not args.no_data,
+            rubric=args.rubric,
+            seed=args.seed,
+            use_cache=not args.no_cache,
+            progress=not args.quiet,
+            limits=limits,
+        )
+    except BatchError as exc:
+        print(f"grade: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        graded = [r for r in results if r.status == "graded"]
+        others = len(results) - len(graded)
+        mean = sum(r.score for r in graded) / len(graded) if graded else 0.0
+        print(
+            f"graded {len(graded)} submission(s)"
+            + (f", {others} invalid or crashed" if others else "")
+            + f"; mean score {mean:.1f}"
+        )
+        print(f"reports: {args.out / 'index.html'}  gradebook: {args.out / 'gradebook.csv'}")
+    return 0
+
+
+def _assign(args: argparse.Namespace) -> int:
+    from .assign import assign
+
+    changed = assign(check=args.check)
+    if args.check:
+        if changed:
+            print("out of date (run `grade assign`): " + ", ".join(map(str, changed)), file=sys.stderr)
+            return 1
+        print("student template and examples are up to date")
+        return 0
+    print("wrote " + (", ".join(map(str, changed)) if changed else "nothing (already up to date)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

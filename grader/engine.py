@@ -1,0 +1,431 @@
+"""Grading one submission: run its cells in a worker, then run every check.
+
+The engine owns the trusted side of a grading run. It starts the worker, feeds it the
+submission's cells, and gives each check a ``Context`` through which the check asks the
+worker for data and reaches the reference solution and the dataset. Whatever happens,
+it returns a ``SubmissionResult``: an unreadable submission, a cell that kills the
+worker, a check that hangs or a bug in a check each become a recorded reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import secrets
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .checks import CheckSpec, Outcome, all_checks, probe_generator
+from .results import CellRun, CheckResult, SubmissionResult
+from .rubric import Rubric, load_rubric
+from .sandbox import Limits, StudentError, Worker, WorkerError, WorkerTimeout
+from .submission import InvalidSubmission, Submission, load_submission
+
+WORKER_SEED = 0  # the student's own code always runs from the same seed
+
+
+class DataUnavailable(Exception):
+    """A check needs CIFAR-10 and none was provided."""
+
+
+class CheckFailed(Exception):
+    """A check cannot proceed; the message explains why to the student."""
+
+    def __init__(self, message: str, details: dict | None = None, status: str = "failed"):
+        super().__init__(message)
+        self.details = details or {}
+        self.status = status
+
+
+class StudentSession:
+    """A worker that has run the submission's cells.
+
+    If the worker dies or hangs, the next request starts a new one and replays the
+    cells, leaving out any cell that killed a worker before.
+    """
+
+    def __init__(
+        self, submission: Submission, *, limits: Limits, hide: list[Path], private_root: Path, isolate: bool | None
+    ):
+        self.submission = submission
+        self.limits = limits
+        self.hide = hide
+        self.private_root = private_root
+        self.isolate = isolate
+        self.worker: Worker | None = None
+        self.runs: dict[int, CellRun] = {}
+        self.poison: set[int] = set()  # cells that killed a worker
+        self.restarts = 0
+
+    def _start(self) -> Worker:
+        worker = Worker(hide=self.hide, private_root=self.private_root, limits=self.limits, isolate=self.isolate)
+        worker.start(seed=WORKER_SEED, files=self.submission.files)
+        return worker
+
+    def run_cells(self) -> list[CellRun]:
+        """Run every cell once, recording how each went."""
+        self._replay(record=True)
+        return [self.runs[c.index] for c in self.submission.cells if c.index in self.runs]
+
+    def _replay(self, *, record: bool) -> None:
+        while True:
+            self.worker = self._start()
+            try:
+                for cell in self.submission.cells:
+                    if cell.index in self.poison:
+                        continue
+                    started = time.monotonic()
+                    try:
+                        out = self.worker.call(
+                            "run_cell",
+                            timeout=self.limits.cell_seconds,
+                            index=cell.index,
+                            source=cell.source,
+                            question=cell.questions[0] if cell.questions else None,
+                            line_offset=cell.line_offset,
+                        )
+                    except WorkerError as exc:
+                        self.poison.add(cell.index)
+                        status = "timeout" if isinstance(exc, WorkerTimeout) else "crashed"
+                        self.runs[cell.index] = CellRun(
+                            index=cell.index,
+                            label=cell.label,
+                            questions=cell.questions,
+                            status=status,
+                            error={
+                                "type": "WorkerStopped",
+                                "message": str(exc),
+                                "traceback": "",
+                                "cell": cell.index,
+                                "line": None,
+                            },
+                            duration=time.monotonic() - started,
+                        )
+                        raise
+                    if record or cell.index not in self.runs:
+                        self.runs[cell.index] = CellRun(
+                            index=cell.index,
+                            label=cell.label,
+                            questions=cell.questions,
+                            status=out["status"],
+                            stdout=out["stdout"],
+                            stderr=out["stderr"],
+                            error=out["error"],
+                            duration=time.monotonic() - started,
+                        )
+                return
+            except WorkerError:
+                self.worker.close()
+                self.restarts += 1
+                if self.restarts > len(self.submission.cells) + 3:
+                    raise
+
+    def probe(self, op: str, *, timeout: float, **args: Any) -> Any:
+        """Ask the worker for something; restart it first if a previous request killed it."""
+        if self.worker is None or self.worker.proc is None or self.worker.proc.poll() is not None:
+            self.restarts += 1
+            self._replay(record=False)
+        return self.worker.call(op, timeout=timeout, **args)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+
+
+class Context:
+    """What a check may use: the worker, the reference, the dataset, its random inputs."""
+
+    def __init__(self, *, session: StudentSession, run_seed: int, data_loader, results: SubmissionResult):
+        self.session = session
+        self.run_seed = run_seed
+        self._data_loader = data_loader
+        self.result = results
+        self.spec: CheckSpec | None = None
+        self._captures: dict[str, Any] = {}
+        self._constructed: dict[tuple, Any] = {}
+        self.shared: dict[str, Any] = {}  # values one check computes and another reuses
+
+    # -- for checks --------------------------------------------------------------------
+
+    @property
+    def rng(self):
+        return probe_generator(self.run_seed, self.spec.id if self.spec else "")
+
+    def probe(self, op: str, *, timeout: float | None = None, **args: Any) -> Any:
+        if timeout is None:
+            timeout = self.spec.timeout if self.spec else 60.0
+        return self.session.probe(op, timeout=timeout, **args)
+
+    @property
+    def reference(self):
+        import reference_solution
+
+        return reference_solution
+
+    @property
+    def data(self):
+        data = self._data_loader() if self._data_loader else None
+        if data is None:
+            raise DataUnavailable()
+        return data
+
+    def capture(self, question: str) -> dict:
+        """What the question's cell handed to training; CheckFailed if nothing was."""
+        if question not in self._captures:
+            self._captures[question] = self.probe("describe_capture", question=question)
+        found = self._captures[question]
+        if not found.get("found"):
+            raise CheckFailed(self.missing_capture_message(question))
+        return found
+
+    def construct(self, name: str, args: list, *, seed: int = 0) -> dict:
+        """Instantiate a student class in the worker (cached); CheckFailed if it fails."""
+        key = (name, tuple(args), seed)
+        if key not in self._constructed:
+            handle = f"{name}{list(args)}@{seed}"
+            try:
+                out = self.probe("construct", name=name, args=list(args), kwargs={}, seed=seed, handle=handle)
+            except StudentError as exc:
+                self._constructed[key] = exc
+            else:
+                out["handle"] = handle
+                self._constructed[key] = out
+        value = self._constructed[key]
+        if isinstance(value, StudentError):
+            raise CheckFailed(
+                f"{name}({', '.join(map(str, args))}) raised {value}", {"error": value.info}, status="error"
+            )
+        return value
+
+    def where(self, info: dict) -> str:
+        """ " (cell 12, line 3)" for an error raised in the student's code, else ""."""
+        labels = {c.index: c.label for c in self.session.submission.cells}
+        cell = info.get("cell")
+        if cell not in labels:
+            return ""
+        line = info.get("line")
+        return f" ({labels[cell]}" + (f", line {line})" if line else ")")
+
+    def require_answer(self, question: str) -> None:
+        """Skip a check of provided code whose question has no answer yet: the helper
+        only matters once the question uses it (and an empty template earns nothing)."""
+        for run in self.result.cells:
+            if question in run.questions and run.error and run.error.get("type") == "NotImplementedError":
+                raise CheckFailed(f"not graded: Question {question[1:]} is not answered yet", status="skipped")
+        if question == "Q1":
+            x = torch.ones(2, 3, 32, 32)
+            params = [torch.ones(s) * 0.01 for s in ((2, 3, 5, 5), (2,), (2, 2, 3, 3), (2,), (2 * 32 * 32, 10), (10,))]
+            try:
+                out = self.probe("call_function", name="three_layer_convnet", args=[x, params])["output"]
+            except StudentError:
+                out = {}
+            answered = out.get("is_tensor", False)
+        elif question == "Q2":
+            answered = any(p.get("is_tensor") for p in self.capture(question).get("params", []))
+        else:
+            answered = self.capture(question).get("model", {}).get("is_module", False)
+        if not answered:
+            raise CheckFailed(f"not graded: Question {question[1:]} is not answered yet", status="skipped")
+
+    def cell_error(self, question: str) -> str | None:
+        """A sentence about the first failing cell of a question, if any."""
+        for run in self.result.cells:
+            if question in run.questions and run.status != "ok" and run.error:
+                where = run.label + (f", line {run.error.get('line')}" if run.error.get("line") else "")
+                return f"{where} raised {run.error.get('type')}: {run.error.get('message')}"
+        return None
+
+    def missing_capture_message(self, question: str) -> str:
+        cells = [r for r in self.result.cells if question in r.questions]
+        what = {
+            "Q2": "train_part2(three_layer_convnet, params, learning_rate) was never called from the Question 2 cell",
+            "Q5": "train_part34(model, optimizer) was never called from the Question 5 cell",
+            "Q6": "train_part34(model, optimizer) was never called from the Question 6 cell",
+            "Q7": "no model was handed to training in the Question 7 cell",
+        }.get(question, f"nothing was captured for {question}")
+        if not cells:
+            return f"{what} (no cell of the submission was recognised as {question})"
+        problem = self.cell_error(question)
+        return f"{what}: {problem}" if problem else what
+
+
+def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
+    ctx.spec = spec
+    try:
+        outcome = spec.fn(ctx)
+        return outcome, outcome.status or ("passed" if outcome.passed else "failed")
+    except CheckFailed as exc:
+        return Outcome(False, str(exc), details=exc.details), exc.status
+    except DataUnavailable:
+        return (
+            Outcome(False, "needs the CIFAR-10 images: run with --data PATH (or --download where internet exists)"),
+            "skipped",
+        )
+    except StudentError as exc:
+        info = exc.info
+        if info.get("type") == "Timeout":
+            return Outcome(False, f"your code ran past the {spec.timeout:g} s limit of this check"), "timeout"
+        return Outcome(
+            False,
+            f"your code raised {info.get('type')}: {info.get('message')}{ctx.where(info)}",
+            details={"error": info},
+        ), "error"
+    except WorkerTimeout:
+        return Outcome(
+            False, f"your code ran past the {spec.timeout:g} s limit of this check and was stopped"
+        ), "timeout"
+    except WorkerError as exc:
+        return Outcome(False, f"the worker running your code stopped: {exc}"), "error"
+    except Exception as exc:  # a bug in the check itself must not sink the submission
+        return (
+            Outcome(
+                False,
+                f"internal grader error in {spec.id}: {type(exc).__name__}: {exc}",
+                details={"traceback": traceback.format_exc()},
+            ),
+            "error",
+        )
+
+
+def grade_submission(
+    *,
+    path: Path,
+    rubric: Rubric | None = None,
+    data_loader=None,
+    limits: Limits | None = None,
+    run_seed: int | None = None,
+    hide: list[Path] | None = None,
+    isolate: bool | None = None,
+    visible_only: bool = False,
+    questions: set[str] | None = None,
+) -> SubmissionResult:
+    """Grade one submission file or folder and return its result (never raises for a
+    bad submission).
+
+    ``data_loader`` is a callable returning the grader's CIFAR10 data, or None when
+    checks that need the images must be skipped. ``run_seed`` chooses the secret probe
+    inputs (random when None). ``visible_only`` runs only the checks students may see.
+    """
+    started = time.monotonic()
+    rubric = rubric or load_rubric()
+    limits = limits or Limits()
+    run_seed = secrets.randbits(62) if run_seed is None else run_seed
+    path = Path(path)
+    result = SubmissionResult(
+        name=path.stem if path.is_file() else path.name,
+        source=path.name,
+        sha256="",
+        status="graded",
+        question_titles=dict(rubric.titles),
+        grader_version=__version__,
+        rubric_sha=rubric.sha256,
+        graded_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    specs = sorted(
+        (
+            s
+            for s in all_checks().values()
+            if (not visible_only or rubric.entries[s.id].visibility == "visible")
+            and (questions is None or s.question in questions)
+        ),
+        key=lambda s: s.question,  # stable: checks keep their declaration order within a question
+    )
+
+    def finish(status_for_all: str | None = None, message: str = "") -> SubmissionResult:
+        done = {c.id for c in result.checks}
+        for spec in specs:
+            if spec.id not in done:
+                entry = rubric.entries[spec.id]
+                result.checks.append(
+                    CheckResult(
+                        spec.id,
+                        spec.question,
+                        spec.title,
+                        status_for_all or "error",
+                        0.0,
+                        entry.points,
+                        entry.visibility,
+                        message,
+                    )
+                )
+        order = {s.id: i for i, s in enumerate(specs)}
+        result.checks.sort(key=lambda c: order.get(c.id, 0))
+        result.duration = time.monotonic() - started
+        return result
+
+    try:
+        submission = load_submission(path)
+    except InvalidSubmission as exc:
+        result.status, result.reason = "invalid", str(exc)
+        with contextlib.suppress(OSError):
+            from .submission import content_hash
+
+            result.sha256 = content_hash(path)
+        return finish("failed", f"invalid submission: {exc}")
+    result.sha256, result.kind, result.layout = submission.sha256, submission.kind, submission.layout
+    result.source = str(submission.path.name)
+    result.notes.extend(submission.notes)
+    if not any(c.questions for c in submission.cells):
+        result.notes.append("no cell was recognised as an answer to Q1-Q7; names and markers did not match")
+
+    with tempfile.TemporaryDirectory(prefix="grader-") as private:
+        session = StudentSession(
+            submission, limits=limits, hide=list(hide or []), private_root=Path(private), isolate=isolate
+        )
+        try:
+            result.cells = session.run_cells()
+            if session.worker and not session.worker.isolated:
+                result.notes.append(
+                    "the worker ran without Linux namespaces: no network or file isolation beyond a scrubbed environment"
+                )
+            ctx = Context(session=session, run_seed=run_seed, data_loader=data_loader, results=result)
+            for spec in specs:
+                entry = rubric.entries[spec.id]
+                if time.monotonic() - started > limits.submission_seconds:
+                    result.checks.append(
+                        CheckResult(
+                            spec.id,
+                            spec.question,
+                            spec.title,
+                            "timeout",
+                            0.0,
+                            entry.points,
+                            entry.visibility,
+                            f"the submission used up its {limits.submission_seconds:g} s time budget before this check",
+                        )
+                    )
+                    continue
+                t0 = time.monotonic()
+                outcome, status = _run_check(spec, ctx)
+                score = entry.points * outcome.score_fraction if status in ("passed", "failed") else 0.0
+                result.checks.append(
+                    CheckResult(
+                        spec.id,
+                        spec.question,
+                        spec.title,
+                        status,
+                        round(score, 4),
+                        entry.points,
+                        entry.visibility,
+                        outcome.message,
+                        outcome.details,
+                        round(time.monotonic() - t0, 3),
+                    )
+                )
+            result.challenge = ctx.shared.get("challenge", {})
+            if session.restarts:
+                result.notes.append(
+                    f"the worker was restarted {session.restarts} time(s) after your code stopped or hung it"
+                )
+        except WorkerError as exc:
+            result.status, result.reason = "crashed", f"the worker could not run the submission: {exc}"
+            return finish("error", result.reason)
+        finally:
+            session.close()
+    return finish()

@@ -1,0 +1,95 @@
+"""Files rendered from the results model: each submission's results.json, and the
+batch's CSV gradebook and summary.json. (The HTML reports are in report.py.)"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+from .results import QUESTIONS, SubmissionResult, gradescope
+
+# A spreadsheet runs a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def folder_name(name: str) -> str:
+    """A safe folder name for a submission (its display name stays as given)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
+    return safe[:100]
+
+
+def csv_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def write_results_json(result: SubmissionResult, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "results.json"
+    path.write_text(json.dumps(gradescope(result), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def gradebook_csv(results: list[SubmissionResult]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["submission", "file", "status", "score", "max_score", *QUESTIONS, "reason"])
+    for r in results:
+        scores = {q.id: f"{q.score:g}" for q in r.questions()}
+        row = [
+            r.name,
+            r.source,
+            r.status,
+            f"{r.score:g}",
+            f"{r.max_score:g}",
+            *(scores.get(q, "") for q in QUESTIONS),
+            r.reason,
+        ]
+        writer.writerow([csv_cell(v) for v in row])
+    return out.getvalue()
+
+
+def summary(results: list[SubmissionResult]) -> dict:
+    """Class-level figures: totals, per-question pass rates, most failed checks."""
+    graded = [r for r in results if r.status == "graded"]
+    failures: dict[str, int] = {}
+    titles: dict[str, str] = {}
+    for r in graded:
+        for c in r.checks:
+            titles[c.id] = f"{c.question} {c.title}"
+            if c.status != "passed":
+                failures[c.id] = failures.get(c.id, 0) + 1
+    per_question = {}
+    for q in QUESTIONS:
+        scored = [s for r in graded for s in r.questions() if s.id == q]
+        if scored:
+            per_question[q] = {
+                "mean_score": sum(s.score for s in scored) / len(scored),
+                "max_score": scored[0].max_score,
+                "full_marks_rate": sum(s.score >= s.max_score for s in scored) / len(scored),
+            }
+    return {
+        "submissions": len(results),
+        "graded": len(graded),
+        "invalid": [{"name": r.name, "reason": r.reason} for r in results if r.status == "invalid"],
+        "crashed": [{"name": r.name, "reason": r.reason} for r in results if r.status == "crashed"],
+        "mean_score": sum(r.score for r in graded) / len(graded) if graded else None,
+        "max_score": results[0].max_score if results else None,
+        "questions": per_question,
+        "most_failed": [
+            {"id": k, "title": titles[k], "failed": n}
+            for k, n in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        ],
+    }
+
+
+def write_batch_files(results: list[SubmissionResult], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    gradebook = out / "gradebook.csv"
+    gradebook.write_text(gradebook_csv(results))
+    summary_path = out / "summary.json"
+    summary_path.write_text(json.dumps(summary(results), indent=2) + "\n")
+    return [gradebook, summary_path]

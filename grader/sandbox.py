@@ -1,0 +1,215 @@
+"""Starting, talking to and stopping a student worker process (the trusted side).
+
+A worker is ``python -I -m grader.worker`` in a subprocess. Where Linux allows
+unprivileged namespaces it runs inside ``unshare``: its own user, mount, network and
+PID namespaces, so it has no network, sees an empty tmpfs where the grader's private
+folders are (the reference solution, other submissions, reports, the dataset and its
+labels), and dies with all its children when killed. Elsewhere it is a plain
+subprocess with the same time and output limits. The environment is scrubbed either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .worker import wire
+
+_UNSHARE = [
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--mount",
+    "--net",
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount-proc",
+]
+_GRACE_SECONDS = 5.0  # beyond the worker's own alarm, before the grader kills it
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much a submission may use. Times are wall-clock seconds."""
+
+    cell_seconds: float = 60.0
+    submission_seconds: float = 600.0
+    output_chars: int = 20_000
+    memory_bytes: int = 16 << 30
+    threads: int = 1
+    reply_bytes: int = 1 << 30
+    train_seconds: float = 900.0  # retraining a Question 7 model without a checkpoint
+
+
+class WorkerError(Exception):
+    """The worker could not answer: it died, hung, or broke the protocol."""
+
+
+class WorkerTimeout(WorkerError):
+    pass
+
+
+class StudentError(Exception):
+    """The student's code raised (or timed out) while the worker served a request."""
+
+    def __init__(self, info: dict):
+        super().__init__(f"{info.get('type')}: {info.get('message')}")
+        self.info = info
+
+
+@functools.cache
+def namespaces_available() -> bool:
+    """Whether this machine lets an unprivileged process create the namespaces we use."""
+    if sys.platform != "linux" or shutil.which("unshare") is None:
+        return False
+    try:
+        done = subprocess.run([*_UNSHARE, "true"], capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def _scrubbed_env(threads: int) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+
+
+class Worker:
+    """One student worker process and the request/reply channel to it."""
+
+    def __init__(self, *, hide: list[Path], private_root: Path, limits: Limits, isolate: bool | None = None):
+        self.hide = [str(p) for p in hide]
+        self.private_root = private_root
+        self.limits = limits
+        self.isolated = namespaces_available() if isolate is None else isolate
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *, seed: int, files: dict[str, bytes] | None = None, timeout: float = 60.0) -> None:
+        import torch
+
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        # -I: ignore PYTHON* variables and the user's site-packages; the package's own
+        # location is put on sys.path explicitly.
+        bootstrap = (
+            "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
+            "runpy.run_module('grader.worker', run_name='__main__', alter_sys=True)"
+        )
+        cmd = [sys.executable, "-I", "-c", bootstrap, package_parent, "--memory", str(self.limits.memory_bytes)]
+        if self.isolated:
+            cmd = [*_UNSHARE, *cmd, "--isolate", "--private", str(self.private_root)]
+            for path in self.hide:
+                cmd += ["--hide", path]
+        self.private_root.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_scrubbed_env(self.limits.threads),
+            cwd=self.private_root,
+            start_new_session=True,
+        )
+        payload = {
+            k: torch.frombuffer(bytearray(v), dtype=torch.uint8) if v else torch.empty(0, dtype=torch.uint8)
+            for k, v in (files or {}).items()
+        }
+        self.call(
+            "init",
+            timeout=timeout,
+            seed=seed,
+            threads=self.limits.threads,
+            output_cap=self.limits.output_chars,
+            files=payload,
+        )
+
+    def call(self, op: str, *, timeout: float, **args: Any) -> Any:
+        """Send one request and wait for its reply.
+
+        Raises StudentError when the student's code failed, WorkerTimeout when the worker
+        overran even its grace period (it is then killed), and WorkerError when it died.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            raise WorkerError("the worker is not running")
+        try:
+            self.proc.stdin.write(wire.encode({"op": op, "args": args, "timeout": timeout}))
+            self.proc.stdin.flush()
+            reply = self._read_reply(time.monotonic() + timeout + _GRACE_SECONDS)
+        except (BrokenPipeError, EOFError, OSError) as exc:
+            code = self.kill()
+            raise WorkerError(f"the worker stopped (exit status {code}): {exc}") from None
+        except wire.WireError as exc:
+            self.kill()
+            raise WorkerError(f"the worker broke the protocol: {exc}") from None
+        if not isinstance(reply, dict) or "ok" not in reply:
+            self.kill()
+            raise WorkerError("the worker sent something that is not a reply")
+        if not reply["ok"]:
+            raise StudentError(reply.get("error") or {})
+        return reply.get("result")
+
+    def _read_reply(self, deadline: float) -> Any:
+        fd = self.proc.stdout.fileno()
+
+        def read(n: int) -> bytes:
+            chunks, remaining = [], n
+            while remaining:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    self.kill()
+                    raise WorkerTimeout("the worker did not answer in time and was stopped")
+                chunk = os.read(fd, min(remaining, 1 << 20))
+                if not chunk:
+                    raise EOFError("the worker closed its channel")
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks)
+
+        magic, total, header_len = struct.unpack(">4sQQ", read(20))
+        if magic != wire.MAGIC or total > self.limits.reply_bytes or header_len > total:
+            raise wire.WireError("bad frame")
+        return wire.decode(read(total), header_len)
+
+    def kill(self) -> int | None:
+        """Stop the worker and everything it started; return its exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.kill()
+        self.proc = None
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

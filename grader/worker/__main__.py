@@ -1,0 +1,102 @@
+"""Entry point of the student worker: ``python -I -m grader.worker [--hide PATH ...]``.
+
+The grader starts this process (inside fresh Linux namespaces where the OS allows it),
+then talks to it over stdin/stdout in the wire format. Before any student code runs it
+hides the grader's private paths, drops its privileges and sets resource limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import resource
+import sys
+import tempfile
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def hide_paths(paths: list[str], private: str | None) -> None:
+    """Cover each path with an empty read-only tmpfs, and ``private`` (the folder that
+    holds the workers' working folders) with a writable one seen by this worker only.
+
+    Only possible as root of a private mount namespace (``unshare --user --mount``).
+    """
+    libc = _libc()
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_PRIVATE, MS_REC = 1, 2, 4, 1 << 18, 1 << 14
+    # Mounts made here must not propagate back to the parent namespace.
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "cannot make mounts private")
+    for path in [private, *paths]:
+        if not path or not os.path.exists(path):
+            continue
+        flags = MS_NOSUID | MS_NODEV | (0 if path == private else MS_RDONLY)
+        target = os.fsencode(path)
+        if libc.mount(b"tmpfs", target, b"tmpfs", flags, b"size=4g,mode=1777") != 0:
+            raise OSError(ctypes.get_errno(), f"cannot hide {path}")
+
+
+def drop_privileges() -> None:
+    """Give up every capability, so student code cannot undo the mounts."""
+    libc = _libc()
+    PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    for cap in range(64):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    header = Header(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (Data * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "cannot drop capabilities")
+
+
+def limit_resources(memory_bytes: int) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Output written to files is capped; a write beyond it fails instead of filling RAM.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
+    if memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m grader.worker")
+    parser.add_argument("--isolate", action="store_true", help="hide paths and drop privileges")
+    parser.add_argument("--hide", action="append", default=[])
+    parser.add_argument("--private", help="folder for the working folder, private to this worker")
+    parser.add_argument("--memory", type=int, default=0, help="address-space limit in bytes")
+    args = parser.parse_args()
+
+    # The protocol keeps stdin/stdout; student prints go to capture buffers, and anything
+    # written straight to file descriptors 1 and 2 goes nowhere.
+    channel_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    channel_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+
+    if args.isolate:
+        hide_paths(args.hide, args.private)
+        drop_privileges()
+    limit_resources(args.memory)
+    workdir = tempfile.mkdtemp(prefix="submission-", dir=args.private)
+    os.chdir(workdir)
+    os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+
+    # Imported only now: torch and the runtime must not be loaded from hidden paths.
+    from .serve import serve
+
+    serve(channel_in, channel_out, workdir)
+
+
+if __name__ == "__main__":
+    main()

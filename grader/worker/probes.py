@@ -1,0 +1,426 @@
+"""Probes: the requests the grader may make of a worker once the cells have run.
+
+Each probe takes plain data (tensors, numbers, strings) from the grader, exercises the
+student's code on it, and returns plain data: outputs, gradients, parameters, module
+structure. None of them judges anything; the grader compares the returned data with the
+reference in its own process.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .runtime import Runtime
+
+PROBES: dict[str, Callable[..., Any]] = {}
+
+
+def probe(fn: Callable[..., Any]) -> Callable[..., Any]:
+    PROBES[fn.__name__] = fn
+    return fn
+
+
+# -- describing objects as data ---------------------------------------------------------
+
+# The torch.nn layer types whose settings a structural comparison needs.
+_CONFIG_FIELDS = {
+    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode"),
+    "Linear": ("in_features", "out_features"),
+    "Flatten": ("start_dim", "end_dim"),
+    "MaxPool2d": ("kernel_size", "stride", "padding"),
+    "AvgPool2d": ("kernel_size", "stride", "padding"),
+    "BatchNorm2d": ("num_features",),
+    "BatchNorm1d": ("num_features",),
+    "Dropout": ("p",),
+    "Dropout2d": ("p",),
+    "Softmax": ("dim",),
+    "LogSoftmax": ("dim",),
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _torch_kind(module: nn.Module) -> str:
+    """The torch.nn class a module is, or derives from (its own name if neither)."""
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("torch.nn.") and cls is not nn.Module:
+            return cls.__name__
+    return type(module).__name__
+
+
+def describe_module(model: Any) -> dict:
+    """Structure of a module as data: its leaf layers in registration order."""
+    if not isinstance(model, nn.Module):
+        return {"is_module": False, "type": type(model).__name__, "repr": repr(model)[:500]}
+    leaves = []
+    for path, module in model.named_modules():
+        if any(True for _ in module.children()):
+            continue
+        kind = _torch_kind(module)
+        config = {f: _plain(getattr(module, f, None)) for f in _CONFIG_FIELDS.get(kind, ())}
+        if kind in ("Conv2d", "Linear"):
+            config["bias"] = module.bias is not None
+        leaves.append(
+            {
+                "path": path,
+                "kind": kind,
+                "class": type(module).__name__,
+                "config": config,
+                "params": {n: list(p.shape) for n, p in module.named_parameters(recurse=False)},
+            }
+        )
+    return {
+        "is_module": True,
+        "type": type(model).__name__,
+        "leaves": leaves,
+        "param_names": [n for n, _ in model.named_parameters()],
+        "repr": repr(model)[:4000],
+    }
+
+
+def describe_optimizer(optimizer: Any, model: Any) -> dict:
+    """Optimizer settings as data, and which of the model's parameters it updates."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        return {"is_optimizer": False, "type": type(optimizer).__name__}
+    names = {}
+    if isinstance(model, nn.Module):
+        names = {id(p): n for n, p in model.named_parameters()}
+    groups, covered = [], set()
+    for group in optimizer.param_groups:
+        settings = {
+            k: _plain(v)
+            for k, v in group.items()
+            if k != "params" and isinstance(v, (bool, int, float, str, type(None)))
+        }
+        params = [names.get(id(p), "(not a parameter of the model)") for p in group["params"]]
+        covered.update(id(p) for p in group["params"])
+        groups.append({"settings": settings, "params": params})
+    missing = [n for pid, n in names.items() if pid not in covered]
+    return {
+        "is_optimizer": True,
+        "type": type(optimizer).__name__,
+        "module": type(optimizer).__module__,
+        "groups": groups,
+        "missing": missing,
+    }
+
+
+def describe_tensor(value: Any) -> dict:
+    if not isinstance(value, torch.Tensor):
+        return {"is_tensor": False, "type": type(value).__name__, "repr": repr(value)[:200]}
+    return {
+        "is_tensor": True,
+        "shape": list(value.shape),
+        "dtype": str(value.dtype).replace("torch.", ""),
+        "device": str(value.device),
+        "requires_grad": bool(value.requires_grad),
+        "is_leaf": bool(value.is_leaf),
+        "value": value.detach().cpu(),
+    }
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _target_model(rt: Runtime, target: dict) -> nn.Module:
+    """The module a probe works on: a question's captured model or a constructed one."""
+    if "handle" in target:
+        model = rt.handles[target["handle"]]
+    else:
+        capture = rt.capture_for(target["question"])
+        if capture is None:
+            raise LookupError(f"nothing was captured for {target['question']}")
+        model = capture.objects.get("model")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, found {type(model).__name__}")
+    return model
+
+
+# -- probes -----------------------------------------------------------------------------
+
+
+@probe
+def ping(rt: Runtime) -> dict:
+    return {"pong": True}
+
+
+@probe
+def namespace(rt: Runtime) -> dict:
+    """Which names the cells defined, and what the helpers and captures are."""
+    kinds = {}
+    for name, value in rt.ns.items():
+        if name.startswith("__"):
+            continue
+        kinds[name] = type(value).__name__
+    captures = [
+        {"question": c.question, "cell": c.cell, "kind": c.kind, "keys": sorted(c.objects)} for c in rt.captures
+    ]
+    return {"names": kinds, "captures": captures, "student_helpers": sorted(rt.student_helpers)}
+
+
+@probe
+def call_function(
+    rt: Runtime, *, name: str, args: list, upstream: torch.Tensor | None = None, helper: bool = False
+) -> dict:
+    """Call a student function on the given tensors; with ``upstream``, backpropagate it
+    and return the gradient of every tensor argument (nested lists allowed)."""
+    fn = rt.helper(name) if helper else rt.lookup(name)
+    leaves: list[torch.Tensor] = []
+
+    def prepare(value):
+        if isinstance(value, torch.Tensor):
+            t = value.clone().requires_grad_(upstream is not None and value.is_floating_point())
+            leaves.append(t)
+            return t
+        if isinstance(value, list):
+            return [prepare(v) for v in value]
+        return value
+
+    prepared = [prepare(a) for a in args]
+    with rt.globals_bound():
+        output = fn(*prepared)
+    result: dict[str, Any] = {"output": describe_tensor(output)}
+    if upstream is not None:
+        if not isinstance(output, torch.Tensor) or output.shape != upstream.shape:
+            raise ValueError(f"cannot backpropagate: output is {result['output']}")
+        output.backward(upstream.to(output.dtype))
+        result["grads"] = [t.grad if t.grad is not None else None for t in leaves]
+    return result
+
+
+@probe
+def describe_capture(rt: Runtime, *, question: str) -> dict:
+    """What a question's cell handed to training, described as data."""
+    capture = rt.capture_for(question)
+    if capture is None:
+        return {"found": False}
+    objects = capture.objects
+    out: dict[str, Any] = {"found": True, "kind": capture.kind, "cell": capture.cell}
+    if "params" in objects:
+        params = objects["params"]
+        out["params"] = [describe_tensor(p) for p in params] if isinstance(params, list) else []
+        lr = objects.get("learning_rate")
+        out["learning_rate"] = lr if isinstance(lr, (int, float)) else None
+        fn = objects.get("model_fn")
+        out["model_fn"] = getattr(fn, "__name__", None)
+    if "model" in objects:
+        out["model"] = describe_module(objects["model"])
+        out["optimizer"] = describe_optimizer(objects.get("optimizer"), objects["model"])
+        if isinstance(objects["model"], nn.Module):
+            out["state"] = _state(objects["model"])
+        epochs = objects.get("epochs")
+        out["epochs"] = epochs if isinstance(epochs, int) else None
+    return out
+
+
+@probe
+def construct(rt: Runtime, *, name: str, args: list, kwargs: dict, seed: int, handle: str) -> dict:
+    """Instantiate a student class with a fixed seed; describe it and keep it by handle."""
+    cls = rt.lookup(name)
+    rt.reseed(seed)
+    with rt.globals_bound():
+        model = cls(*args, **kwargs)
+    rt.handles[handle] = model
+    out = {"model": describe_module(model)}
+    if isinstance(model, nn.Module):
+        out["state"] = _state(model)
+    return out
+
+
+@probe
+def module_forward_backward(
+    rt: Runtime, *, target: dict, state: dict, x: torch.Tensor, upstream: torch.Tensor | None
+) -> dict:
+    """Load ``state`` into a float64 copy of the target module, run it on ``x`` in eval
+    mode and, with ``upstream``, return the gradients of the input and every parameter."""
+    model = copy.deepcopy(_target_model(rt, target)).double().eval()
+    model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
+    x = x.clone().requires_grad_(upstream is not None)
+    with rt.globals_bound():
+        output = model(x)
+    result: dict[str, Any] = {"output": describe_tensor(output)}
+    if upstream is not None:
+        if not isinstance(output, torch.Tensor) or output.shape != upstream.shape:
+            raise ValueError(f"cannot backpropagate: output is {result['output']}")
+        output.backward(upstream.to(output.dtype))
+        result["grad_x"] = x.grad
+        result["grads"] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return result
+
+
+@probe
+def optimizer_steps(rt: Runtime, *, question: str, grads: list[dict]) -> dict:
+    """Apply the captured optimizer to a copy of the captured model, one step per entry
+    of ``grads`` (parameter name -> gradient); return the parameters before and after."""
+    capture = rt.capture_for(question)
+    if capture is None:
+        raise LookupError(f"nothing was captured for {question}")
+    model, optimizer = copy.deepcopy((capture.objects["model"], capture.objects["optimizer"]))
+    params = dict(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    for step in grads:
+        for n, p in params.items():
+            p.grad = step[n].to(p.dtype) if n in step else None
+        with rt.globals_bound():
+            optimizer.step()
+    return {"before": before, "after": {n: p.detach().clone() for n, p in params.items()}}
+
+
+class _GradientReplay:
+    """A stand-in for ``model_fn`` whose scores equal ``scores`` and whose gradient with
+    respect to each parameter is exactly ``grads[i]`` at the current parameter values.
+
+    With it, the student's own ``train_part2`` takes one real step from their own
+    parameters, yet the step does not depend on their ``three_layer_convnet`` (which
+    Question 1 grades): the direction ``u`` makes d(loss)/d(offset) = 1, so the loss
+    gradient reaching each parameter is its replayed gradient.
+    """
+
+    def __init__(self, scores: torch.Tensor, direction: torch.Tensor, grads: list[torch.Tensor]):
+        self.scores, self.direction, self.grads = scores, direction, grads
+        self.origin: float | None = None
+
+    def __call__(self, x, params):
+        dot = sum((p * g.to(p.dtype)).sum() for p, g in zip(params, self.grads))
+        if self.origin is None:
+            self.origin = dot.detach()
+        return self.scores.to(x.dtype) + (dot - self.origin) * self.direction.to(x.dtype)
+
+
+class _OneBatch:
+    """A loader over fixed batches, with the ``dataset.train`` flag the helpers read."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]], train: bool = True):
+        self.batches = batches
+        self.dataset = type("Split", (), {"train": train, "__len__": lambda s: 0})()
+        self.batch_size = len(batches[0][1]) if batches else 0
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+@probe
+def train_part2_replay(
+    rt: Runtime,
+    *,
+    question: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scores: torch.Tensor,
+    direction: torch.Tensor,
+    grads: list,
+) -> dict:
+    """One step of the student's ``train_part2`` on copies of their captured parameters,
+    with their learning rate and the gradients the grader replays."""
+    capture = rt.capture_for(question)
+    if capture is None:
+        raise LookupError(f"nothing was captured for {question}")
+    params = [
+        p.detach().clone().requires_grad_(p.requires_grad) if isinstance(p, torch.Tensor) else p
+        for p in capture.objects["params"]
+    ]
+    # Keep leaf-ness as the student made it: a non-leaf parameter has no .grad to update.
+    for i, original in enumerate(capture.objects["params"]):
+        if isinstance(original, torch.Tensor) and not original.is_leaf:
+            params[i] = params[i] * 1.0
+    before = [p.detach().clone() if isinstance(p, torch.Tensor) else None for p in params]
+    loader = _OneBatch([(x, y)])
+    with rt.globals_bound(loader_train=loader, loader_val=loader, print_every=10**9):
+        rt.helper("train_part2")(_GradientReplay(scores, direction, grads), params, capture.objects["learning_rate"])
+    return {"before": before, "after": [p.detach().clone() if isinstance(p, torch.Tensor) else None for p in params]}
+
+
+@probe
+def helper_train_part2(rt: Runtime, *, batches: list, params: list, learning_rate: float) -> dict:
+    """Run the student's ``train_part2`` with a linear model on the given batches."""
+    ws = [p.clone().requires_grad_(True) for p in params]
+
+    def linear(x, p):
+        return x.reshape(x.shape[0], -1).mm(p[0]) + p[1]
+
+    loader = _OneBatch([(b["x"], b["y"]) for b in batches])
+    with rt.globals_bound(loader_train=loader, loader_val=_OneBatch(loader.batches[:1]), print_every=10**9):
+        rt.helper("train_part2")(linear, ws, learning_rate)
+    return {"after": [w.detach().clone() for w in ws]}
+
+
+class ModeProbe(nn.Module):
+    """A linear model whose output is scaled by ``train_scale`` in training mode and by
+    ``eval_scale`` in eval mode, so that steps taken in the wrong mode change the
+    resulting parameters (and cannot go unnoticed)."""
+
+    def __init__(self, in_features: int, classes: int, train_scale: float = 1.0, eval_scale: float = 0.5):
+        super().__init__()
+        self.fc = nn.Linear(in_features, classes)
+        self.train_scale, self.eval_scale = train_scale, eval_scale
+        self.log: list[list[bool]] = []
+
+    def forward(self, x):
+        self.log.append([self.training, torch.is_grad_enabled()])
+        scale = self.train_scale if self.training else self.eval_scale
+        return self.fc(x.reshape(x.shape[0], -1)) * scale
+
+
+@probe
+def helper_train_part34(
+    rt: Runtime, *, batches: list, val_batches: list, state: dict, learning_rate: float, epochs: int, print_every: int
+) -> dict:
+    """Run the student's ``train_part34`` on a ModeProbe with plain SGD."""
+    in_features = state["fc.weight"].shape[1]
+    classes = state["fc.weight"].shape[0]
+    model = ModeProbe(in_features, classes)
+    model.load_state_dict(state)
+    model.eval()  # start in eval mode: a loop that never calls train() shows it
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    loader = _OneBatch([(b["x"], b["y"]) for b in batches])
+    val = _OneBatch([(b["x"], b["y"]) for b in val_batches])
+    with rt.globals_bound(loader_train=loader, loader_val=val, print_every=print_every):
+        rt.helper("train_part34")(model, optimizer, epochs=epochs)
+    return {"state": _state(model), "log": model.log}
+
+
+@probe
+def learn(
+    rt: Runtime, *, target: dict, x: torch.Tensor, y: torch.Tensor, batch_size: int, eval_x: torch.Tensor
+) -> dict:
+    """Train a copy of the captured model with a copy of its optimizer on the given
+    images (the grader's loop, the student's model and optimizer); return the logits on
+    ``eval_x`` before and after, so the grader can judge them with labels it keeps."""
+    capture = rt.capture_for(target["question"])
+    if capture is None:
+        raise LookupError(f"nothing was captured for {target['question']}")
+    model, optimizer = copy.deepcopy((capture.objects["model"], capture.objects["optimizer"]))
+    rt.reseed(0)
+
+    def logits() -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([model(eval_x[i : i + 500]) for i in range(0, len(eval_x), 500)])
+
+    with rt.globals_bound():
+        before = logits()
+        model.train()
+        for i in range(0, len(x), batch_size):
+            loss = F.cross_entropy(model(x[i : i + batch_size]), y[i : i + batch_size])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        after = logits()
+    return {"before": before, "after": after, "steps": math.ceil(len(x) / batch_size)}

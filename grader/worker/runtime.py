@@ -1,0 +1,443 @@
+"""The student's side of grading: a namespace in which the submission's cells run.
+
+Everything here executes inside the worker process, beside untrusted code. It holds no
+expected values and imports nothing from the grader but the wire format. Its jobs:
+
+- run each cell with a time limit and capped output, recording errors against the cell;
+- replace the homework's heavy calls (``train_part2``, ``train_part34``, the CIFAR-10
+  loaders) with recording versions, so grading captures what each question hands to
+  training instead of training it;
+- keep the captured objects so that probes (``probes.py``) can examine them later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import itertools
+import linecache
+import random
+import signal
+import sys
+import traceback
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# Helpers of the homework that students receive as provided code. When a cell defines
+# one of these, the student's version is kept aside (probes test it) and the name is
+# rebound to a recording stand-in so later cells do not train anything.
+TRAINING_HELPERS = ("train_part2", "train_part34")
+# Names of the Q2 parameters, in the order ``params`` lists them.
+Q2_PARAM_NAMES = ("conv_w1", "conv_b1", "conv_w2", "conv_b2", "fc_w", "fc_b")
+# Cells may loop over the intercepted data loaders; a few batches show what they do.
+FAKE_BATCHES = 2
+
+
+class GraderTimeout(BaseException):
+    """Raised in the worker when a cell or probe exceeds its time limit.
+
+    It derives from BaseException so that a student's ``except Exception`` cannot
+    swallow it.
+    """
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Interrupt the block with GraderTimeout after ``seconds`` of wall-clock time."""
+    if not seconds:
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise GraderTimeout(f"time limit of {seconds:g} s exceeded")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class CappedText(io.TextIOBase):
+    """A text stream that keeps the first ``cap`` characters and counts the rest."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.parts: list[str] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        s = str(s)
+        room = self.cap - self.kept
+        if room > 0:
+            self.parts.append(s[:room])
+            self.kept += min(room, len(s))
+        self.dropped += max(0, len(s) - max(room, 0))
+        return len(s)
+
+    def text(self) -> str:
+        out = "".join(self.parts)
+        if self.dropped:
+            out += f"\n[... {self.dropped} more characters of output not kept]"
+        return out
+
+
+@dataclass
+class Capture:
+    """What a cell handed to training (or left defined when it ended)."""
+
+    question: str | None
+    cell: int
+    kind: str  # "train_part2", "train_part34" or "cell_end"
+    objects: dict[str, Any] = field(default_factory=dict)
+
+
+def error_info(exc: BaseException, *, limit_chars: int = 6000) -> dict:
+    """A plain description of an exception, with the student's own frames only."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_WORKER_DIR)]
+    where = next((f for f in reversed(frames) if f.filename.startswith("<cell ")), None)
+    text = "".join(traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc))
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "traceback": "Traceback (most recent call last):\n" + text[-limit_chars:],
+        "cell": int(where.filename[6:-1]) if where else None,
+        "line": where.lineno if where else None,
+    }
+
+
+_WORKER_DIR = __file__.rsplit("/", 1)[0]
+
+
+class FakeCIFAR10(torch.utils.data.Dataset):
+    """Stands in for torchvision's CIFAR10 while a notebook's cells run: same length and
+    item format, random pixels, nothing downloaded. While Question 7 is retrained it
+    serves the grader's images instead (``real``: split name -> (images, labels))."""
+
+    real: dict[bool, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def __init__(self, root=None, train=True, transform=None, target_transform=None, download=False):
+        self.train = train
+        self.transform = transform
+        self.target_transform = target_transform
+
+    def __len__(self) -> int:
+        if self.real is not None:
+            return len(self.real[self.train][1])
+        return 50_000 if self.train else 10_000
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        if self.real is not None:
+            images, labels = self.real[self.train]
+            pixels, target = images[index].permute(1, 2, 0), int(labels[index])
+        else:
+            g = torch.Generator().manual_seed(int(index))
+            pixels = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=g)
+            target = int(index) % 10
+        img = Image.fromarray(pixels.numpy())
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+
+class ShortLoader(torch.utils.data.DataLoader):
+    """A DataLoader that yields only a few batches (``limit``), in the main process."""
+
+    limit: int | None = FAKE_BATCHES
+
+    def __init__(self, *args, **kwargs):
+        kwargs["num_workers"] = 0
+        kwargs.pop("persistent_workers", None)
+        kwargs.pop("prefetch_factor", None)
+        super().__init__(*args, **kwargs)
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.limit)
+
+    def __len__(self) -> int:
+        return super().__len__() if self.limit is None else min(self.limit, super().__len__())
+
+
+@contextlib.contextmanager
+def real_data(rt, images, labels, holdout_images, holdout_labels, mean, std):
+    """Serve the grader's images to whatever data code the student wrote, and yield the
+    notebook globals that point at them. The hold-out images (from the training set)
+    stand in for the validation and test sets, whose labels the worker never receives."""
+    from grader import data
+
+    previous = (FakeCIFAR10.real, ShortLoader.limit, data.load_cifar10)
+    dataset = data.CIFAR10(
+        train_images=images,
+        train_labels=labels,
+        test_images=holdout_images,
+        test_labels=holdout_labels,
+        source="the grader's training images",
+    )
+    FakeCIFAR10.real = {True: (images, labels), False: (holdout_images, holdout_labels)}
+    ShortLoader.limit = None
+    data.load_cifar10 = lambda *a, **k: dataset
+    device = rt.ns.get("device") if isinstance(rt.ns.get("device"), torch.device) else None
+    dtype = rt.ns.get("dtype") if isinstance(rt.ns.get("dtype"), torch.dtype) else torch.float32
+    train = data.TensorLoader(images, labels, batch_size=64, shuffle=True, seed=rt.seed, dtype=dtype, device=device)
+    val = data.TensorLoader(holdout_images, holdout_labels, batch_size=64, dtype=dtype, device=device, train=True)
+    test = data.TensorLoader(holdout_images, holdout_labels, batch_size=64, dtype=dtype, device=device, train=False)
+    bound = {"loader_train": train, "loader_val": val, "loader_test": test, "cifar10": dataset}
+    bound["loaders"] = data.Loaders(train=train, val=val, test=test)
+    try:
+        yield bound
+    finally:
+        FakeCIFAR10.real, ShortLoader.limit, data.load_cifar10 = previous
+
+
+def fake_cifar10_tensors(*args, **kwargs):
+    """Stands in for the project's ``load_cifar10`` while cells run: a small random set
+    in the real format (120 training and 20 test images per class)."""
+    from grader import data
+
+    g = torch.Generator().manual_seed(0)
+    train_labels = torch.arange(10).repeat_interleave(120)
+    test_labels = torch.arange(10).repeat_interleave(20)
+    return data.CIFAR10(
+        train_images=torch.randint(0, 256, (1200, 3, 32, 32), dtype=torch.uint8, generator=g),
+        train_labels=train_labels,
+        test_images=torch.randint(0, 256, (200, 3, 32, 32), dtype=torch.uint8, generator=g),
+        test_labels=test_labels,
+        source="grader stand-in (random images)",
+    )
+
+
+class NullModule(types.ModuleType):
+    """An importable stand-in for display-only packages (plotting, Colab) that the
+    worker does not provide: every attribute is a harmless no-op."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Null()
+
+
+class _Null:
+    def __call__(self, *args, **kwargs):
+        return _Null()
+
+    def __getattr__(self, name: str):
+        return _Null()
+
+    def __iter__(self):
+        return iter(())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+NULL_MODULES = ("google", "google.colab", "google.colab.drive", "matplotlib", "matplotlib.pyplot")
+
+
+class Runtime:
+    """The student's namespace, the intercepts, and what the cells handed to training."""
+
+    def __init__(self, *, seed: int = 0, output_cap: int = 20_000):
+        self.seed = seed
+        self.output_cap = output_cap
+        self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.captures: list[Capture] = []
+        self.student_helpers: dict[str, Any] = {}
+        self.handles: dict[str, Any] = {}
+        self.current: tuple[int, str | None] = (-1, None)
+        self._install_intercepts()
+        self.reseed(seed)
+
+    # -- set-up ---------------------------------------------------------------------
+
+    def reseed(self, seed: int) -> None:
+        random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            import numpy as np
+
+            np.random.seed(seed % 2**32)
+        except ImportError:  # numpy is optional for students
+            pass
+
+    def _install_intercepts(self) -> None:
+        import torch.utils.data
+        import torch.utils.data.dataloader
+
+        # Grading runs on the CPU whatever the notebook asks for; probes send CPU tensors.
+        torch.cuda.is_available = lambda: False
+        torch.utils.data.DataLoader = ShortLoader
+        torch.utils.data.dataloader.DataLoader = ShortLoader
+        try:
+            import torchvision.datasets
+
+            torchvision.datasets.CIFAR10 = FakeCIFAR10
+        except ImportError:
+            pass
+        try:
+            from grader import data
+
+            data.load_cifar10 = fake_cifar10_tensors
+        except ImportError:
+            pass
+        for name in NULL_MODULES:
+            try:
+                if name.startswith("google"):
+                    raise ImportError
+                __import__(name)
+            except ImportError:
+                sys.modules[name] = NullModule(name)
+
+        def recording_train_part2(model_fn, params, learning_rate, *args, **kwargs):
+            self._capture(
+                "train_part2",
+                {"model_fn": model_fn, "params": list(params), "learning_rate": learning_rate},
+            )
+            return {"iteration": [], "loss": [], "val_acc": []}
+
+        def recording_train_part34(model, optimizer, epochs=1, *args, **kwargs):
+            self._capture(
+                "train_part34",
+                {"model": model, "optimizer": optimizer, "epochs": epochs, "model_id": id(model)},
+                snapshot=True,
+            )
+            return {"iteration": [], "loss": [], "val_acc": []}
+
+        self.stand_ins = {
+            "train_part2": recording_train_part2,
+            "train_part34": recording_train_part34,
+        }
+
+    def _capture(self, kind: str, objects: dict, snapshot: bool = False) -> None:
+        if snapshot:
+            # Later cells may keep training or mutating the same objects: keep the state
+            # they had when handed to training. Model and optimizer are copied together so
+            # the copy's optimizer still points at the copy's parameters.
+            with contextlib.suppress(Exception):
+                objects["model"], objects["optimizer"] = copy.deepcopy((objects["model"], objects["optimizer"]))
+        cell, question = self.current
+        self.captures.append(Capture(question=question, cell=cell, kind=kind, objects=objects))
+
+    def _swap_helpers(self) -> None:
+        for name in TRAINING_HELPERS:
+            value = self.ns.get(name)
+            if value is not None and value is not self.stand_ins[name]:
+                self.student_helpers[name] = value
+                self.ns[name] = self.stand_ins[name]
+
+    # -- running cells ----------------------------------------------------------------
+
+    def run_cell(
+        self,
+        *,
+        index: int,
+        source: str,
+        question: str | None = None,
+        line_offset: int = 0,
+        timeout: float | None = None,
+    ) -> dict:
+        """Execute one cell in the namespace; report its outcome and output."""
+        filename = f"<cell {index}>"
+        padded = "\n" * line_offset + source
+        linecache.cache[filename] = (len(padded), None, padded.splitlines(True), filename)
+        out, err = CappedText(self.output_cap), CappedText(self.output_cap)
+        self.current = (index, question)
+        before = {k: id(v) for k, v in self.ns.items()}
+        captures_before = len(self.captures)
+        result: dict[str, Any] = {"index": index, "status": "ok", "error": None}
+        try:
+            code = compile(padded, filename, "exec")
+        except SyntaxError as exc:
+            result.update(status="syntax-error", error=error_info(exc))
+            exc.filename = filename
+            result["error"]["line"] = exc.lineno
+            result["error"]["cell"] = index
+        else:
+            try:
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), time_limit(timeout):
+                    exec(code, self.ns)
+            except GraderTimeout as exc:
+                result.update(status="timeout", error=error_info(exc))
+            except BaseException as exc:  # a student's sys.exit() is an error like any other
+                result.update(status="error", error=error_info(exc))
+        self._swap_helpers()
+        if question and len(self.captures) == captures_before:
+            self._capture_cell_end(question, before)
+        result["stdout"] = out.text()
+        result["stderr"] = err.text()
+        self.current = (-1, None)
+        return result
+
+    def _capture_cell_end(self, question: str, before: dict[str, int]) -> None:
+        """A question cell that never called a training helper: keep what it defined."""
+        fresh = {k for k, v in self.ns.items() if before.get(k) != id(v)}
+        objects: dict[str, Any] = {}
+        if question == "Q2":
+            params = self.ns.get("params")
+            if not isinstance(params, (list, tuple)):
+                params = [self.ns.get(n) for n in Q2_PARAM_NAMES]
+            objects = {"params": list(params), "learning_rate": self.ns.get("learning_rate")}
+            if not fresh & {"params", "learning_rate", *Q2_PARAM_NAMES}:
+                return
+        elif question in ("Q5", "Q6", "Q7"):
+            if not fresh & {"model", "optimizer", "best_model"}:
+                return
+            model = self.ns.get("model")
+            if question == "Q7" and isinstance(self.ns.get("best_model"), torch.nn.Module):
+                model = self.ns["best_model"]
+            objects = {"model": model, "optimizer": self.ns.get("optimizer")}
+        else:
+            return
+        self._capture("cell_end", objects, snapshot=question != "Q2")
+
+    # -- what probes use ---------------------------------------------------------------
+
+    def capture_for(self, question: str) -> Capture | None:
+        """The first capture recorded by a cell of ``question``."""
+        return next((c for c in self.captures if c.question == question), None)
+
+    def helper(self, name: str):
+        """The student's own version of a provided helper (falls back to the namespace)."""
+        value = self.student_helpers.get(name, self.ns.get(name))
+        if value is None:
+            raise LookupError(f"{name} is not defined in the submission")
+        return value
+
+    def lookup(self, name: str):
+        if name not in self.ns:
+            raise LookupError(f"{name} is not defined in the submission")
+        return self.ns[name]
+
+    @contextlib.contextmanager
+    def globals_bound(self, **values):
+        """Temporarily rebind notebook globals (the helpers read loaders and print_every
+        from there) and silence the student's prints."""
+        missing = object()
+        saved = {k: self.ns.get(k, missing) for k in values}
+        self.ns.update(values)
+        out = CappedText(self.output_cap)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                yield out
+        finally:
+            for k, v in saved.items():
+                if v is missing:
+                    self.ns.pop(k, None)
+                else:
+                    self.ns[k] = v
