@@ -76,6 +76,15 @@ def _grade_one(path: str, options: Options) -> dict:
     return result.to_dict()
 
 
+def crashed_result(path: Path, reason: str, rubric: str | Path | None) -> SubmissionResult:
+    from .engine import complete, new_result, selected_checks
+
+    loaded = load_rubric(rubric)
+    result = new_result(submission_name(path), path.name, loaded)
+    result.status, result.reason = "crashed", reason
+    return complete(result, selected_checks(loaded), loaded, status="error", message=reason)
+
+
 def private_paths(*, submissions: Path, out: Path, data: str | None, cache_dir: str | None) -> list[Path]:
     """Folders a student's code must not see: the answer key and the project's tests and
     examples, every submission, the reports, the dataset and its cache (test labels)."""

@@ -107,14 +107,9 @@ class CIFAR10:
                 raise ValueError(f"{kind}_labels must be int64 with one label per image")
 
     def __repr__(self) -> str:
-        return (
-            f"CIFAR10(train={len(self.train_labels)}, test={len(self.test_labels)}, "
-            f"source={self.source!r})"
-        )
+        return f"CIFAR10(train={len(self.train_labels)}, test={len(self.test_labels)}, source={self.source!r})"
 
-    def split(
-        self, num_val: int = NUM_VAL, seed: int = SPLIT_SEED
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, num_val: int = NUM_VAL, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
         """Split the training set into (train_indices, val_indices), both sorted.
 
         The validation set holds ``num_val / 10`` images of every class, picked at random with a
@@ -368,9 +363,7 @@ def _decode_batches(files: dict[str, bytes], where: str) -> tuple[np.ndarray, ..
     return train_images, train_labels, np.ascontiguousarray(test_images), test_labels
 
 
-def _decode_folders(
-    files: dict[str, bytes], part: str, where: str
-) -> tuple[np.ndarray, np.ndarray]:
+def _decode_folders(files: dict[str, bytes], part: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode ``<part>/<class>/<file>`` images, ordered by class then file name."""
     entries = []
     for name in files:
@@ -378,13 +371,10 @@ def _decode_folders(
             continue
         pieces = name.split("/")
         if len(pieces) != 3:
-            raise DataError(
-                f"Unexpected file {where}/{name}: images must sit directly in {part}/<class>/."
-            )
+            raise DataError(f"Unexpected file {where}/{name}: images must sit directly in {part}/<class>/.")
         if pieces[1] not in CLASSES:
             raise DataError(
-                f"Unknown class folder {where}/{part}/{pieces[1]}: class folders must be named "
-                f"{', '.join(CLASSES)}."
+                f"Unknown class folder {where}/{part}/{pieces[1]}: class folders must be named {', '.join(CLASSES)}."
             )
         entries.append((CLASSES.index(pieces[1]), pieces[2], name))
     if not entries:
@@ -440,10 +430,7 @@ def _decode_with_pillow(data: bytes, where: str) -> np.ndarray:
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError... on bad files
         raise DataError(f"{where} is not a readable image (corrupt or truncated?): {exc}") from None
     if mode != "RGB":
-        raise DataError(
-            f"{where} is not a 32x32 RGB image: its mode is {mode}. "
-            "CIFAR-10 images are 32x32 8-bit RGB."
-        )
+        raise DataError(f"{where} is not a 32x32 RGB image: its mode is {mode}. CIFAR-10 images are 32x32 8-bit RGB.")
     return pixels.transpose(2, 0, 1)
 
 
@@ -591,9 +578,7 @@ def normalize(
     return images.to(compute).div_(255).sub_(mean).div_(std).to(dtype)
 
 
-def flip_crop(
-    images: torch.Tensor, *, pad: int = 4, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def flip_crop(images: torch.Tensor, *, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
     """Randomly mirror each image and shift it by up to ``pad`` pixels, zero-filling the border.
 
     Equivalent to torchvision's RandomHorizontalFlip + RandomCrop(size, padding=pad) per image,
@@ -657,17 +642,13 @@ class TensorLoader:
         train: bool = True,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise TypeError(
-                f"images must be a uint8 NCHW tensor, got {images.dtype} {images.ndim}D"
-            )
+            raise TypeError(f"images must be a uint8 NCHW tensor, got {images.dtype} {images.ndim}D")
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         # Keep the whole set on the device as uint8 once, instead of copying every batch over.
-        self.dataset = LoaderDataset(
-            images.to(device=device), labels.to(device=device, dtype=torch.int64), train
-        )
+        self.dataset = LoaderDataset(images.to(device=device), labels.to(device=device, dtype=torch.int64), train)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -741,8 +722,6 @@ def assignment_loaders(
             train=True,
             **common,
         ),
-        val=TensorLoader(
-            data.train_images[val_index], data.train_labels[val_index], train=True, **common
-        ),
+        val=TensorLoader(data.train_images[val_index], data.train_labels[val_index], train=True, **common),
         test=TensorLoader(data.test_images, data.test_labels, train=False, **common),
     )

@@ -25,7 +25,7 @@ from .checks import CheckSpec, Outcome, all_checks, probe_generator
 from .results import CellRun, CheckResult, SubmissionResult
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, StudentError, Worker, WorkerError, WorkerTimeout
-from .submission import InvalidSubmission, Submission, load_submission
+from .submission import InvalidSubmission, Submission, content_hash, load_submission
 
 WORKER_SEED = 0  # the student's own code always runs from the same seed
 
@@ -264,7 +264,11 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
         return Outcome(False, str(exc), details=exc.details), exc.status
     except DataUnavailable:
         return (
-            Outcome(False, "needs the CIFAR-10 images: run with --data PATH (or --download where internet exists)"),
+            Outcome(
+                False,
+                "needs the CIFAR-10 images: pass --data PATH (self_check(data=PATH) in a notebook),"
+                " or --download where internet exists",
+            ),
             "skipped",
         )
     except StudentError as exc:
@@ -293,9 +297,55 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
         )
 
 
+def selected_checks(
+    rubric: Rubric, *, visible_only: bool = False, questions: set[str] | None = None
+) -> list[CheckSpec]:
+    """The checks a run executes, by question (declaration order within a question)."""
+    return sorted(
+        (
+            s
+            for s in all_checks().values()
+            if (not visible_only or rubric.entries[s.id].visibility == "visible")
+            and (questions is None or s.question in questions)
+        ),
+        key=lambda s: s.question,
+    )
+
+
+def new_result(name: str, source: str, rubric: Rubric) -> SubmissionResult:
+    return SubmissionResult(
+        name=name,
+        source=source,
+        sha256="",
+        status="graded",
+        question_titles=dict(rubric.titles),
+        grader_version=__version__,
+        rubric_sha=rubric.sha256,
+        graded_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def complete(
+    result: SubmissionResult, specs: list[CheckSpec], rubric: Rubric, *, status: str, message: str
+) -> SubmissionResult:
+    """Give every check without a result ``status`` and no points, then order them, so
+    that an invalid or crashed submission still shows every check and the full total."""
+    done = {c.id for c in result.checks}
+    for spec in specs:
+        if spec.id not in done:
+            entry = rubric.entries[spec.id]
+            result.checks.append(
+                CheckResult(spec.id, spec.question, spec.title, status, 0.0, entry.points, entry.visibility, message)
+            )
+    order = {s.id: i for i, s in enumerate(specs)}
+    result.checks.sort(key=lambda c: order.get(c.id, 0))
+    return result
+
+
 def grade_submission(
     *,
-    path: Path,
+    path: Path | None = None,
+    submission: Submission | None = None,
     rubric: Rubric | None = None,
     data_loader=None,
     limits: Limits | None = None,
@@ -305,8 +355,8 @@ def grade_submission(
     visible_only: bool = False,
     questions: set[str] | None = None,
 ) -> SubmissionResult:
-    """Grade one submission file or folder and return its result (never raises for a
-    bad submission).
+    """Grade one submission (a file or folder at ``path``, or an already loaded
+    ``submission``) and return its result; a bad submission never raises.
 
     ``data_loader`` is a callable returning the grader's CIFAR10 data, or None when
     checks that need the images must be skipped. ``run_seed`` chooses the secret probe
@@ -316,60 +366,20 @@ def grade_submission(
     rubric = rubric or load_rubric()
     limits = limits or Limits()
     run_seed = secrets.randbits(62) if run_seed is None else run_seed
-    path = Path(path)
-    result = SubmissionResult(
-        name=path.stem if path.is_file() else path.name,
-        source=path.name,
-        sha256="",
-        status="graded",
-        question_titles=dict(rubric.titles),
-        grader_version=__version__,
-        rubric_sha=rubric.sha256,
-        graded_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    )
-    specs = sorted(
-        (
-            s
-            for s in all_checks().values()
-            if (not visible_only or rubric.entries[s.id].visibility == "visible")
-            and (questions is None or s.question in questions)
-        ),
-        key=lambda s: s.question,  # stable: checks keep their declaration order within a question
-    )
-
-    def finish(status_for_all: str | None = None, message: str = "") -> SubmissionResult:
-        done = {c.id for c in result.checks}
-        for spec in specs:
-            if spec.id not in done:
-                entry = rubric.entries[spec.id]
-                result.checks.append(
-                    CheckResult(
-                        spec.id,
-                        spec.question,
-                        spec.title,
-                        status_for_all or "error",
-                        0.0,
-                        entry.points,
-                        entry.visibility,
-                        message,
-                    )
-                )
-        order = {s.id: i for i, s in enumerate(specs)}
-        result.checks.sort(key=lambda c: order.get(c.id, 0))
-        result.duration = time.monotonic() - started
-        return result
-
-    try:
-        submission = load_submission(path)
-    except InvalidSubmission as exc:
-        result.status, result.reason = "invalid", str(exc)
-        with contextlib.suppress(OSError):
-            from .submission import content_hash
-
-            result.sha256 = content_hash(path)
-        return finish("failed", f"invalid submission: {exc}")
+    specs = selected_checks(rubric, visible_only=visible_only, questions=questions)
+    if submission is None:
+        path = Path(path)
+        result = new_result(path.stem if path.is_file() else path.name, path.name, rubric)
+        try:
+            submission = load_submission(path)
+        except InvalidSubmission as exc:
+            result.status, result.reason = "invalid", str(exc)
+            with contextlib.suppress(OSError):
+                result.sha256 = content_hash(path)
+            result.duration = time.monotonic() - started
+            return complete(result, specs, rubric, status="failed", message=f"invalid submission: {exc}")
+    result = new_result(submission.name, submission.path.name, rubric)
     result.sha256, result.kind, result.layout = submission.sha256, submission.kind, submission.layout
-    result.source = str(submission.path.name)
     result.notes.extend(submission.notes)
     if not any(c.questions for c in submission.cells):
         result.notes.append("no cell was recognised as an answer to Q1-Q7; names and markers did not match")
@@ -388,19 +398,7 @@ def grade_submission(
             for spec in specs:
                 entry = rubric.entries[spec.id]
                 if time.monotonic() - started > limits.submission_seconds:
-                    result.checks.append(
-                        CheckResult(
-                            spec.id,
-                            spec.question,
-                            spec.title,
-                            "timeout",
-                            0.0,
-                            entry.points,
-                            entry.visibility,
-                            f"the submission used up its {limits.submission_seconds:g} s time budget before this check",
-                        )
-                    )
-                    continue
+                    break  # the rest are recorded as timed out below
                 t0 = time.monotonic()
                 outcome, status = _run_check(spec, ctx)
                 score = entry.points * outcome.score_fraction if status in ("passed", "failed") else 0.0
@@ -425,7 +423,10 @@ def grade_submission(
                 )
         except WorkerError as exc:
             result.status, result.reason = "crashed", f"the worker could not run the submission: {exc}"
-            return finish("error", result.reason)
         finally:
             session.close()
-    return finish()
+    result.duration = time.monotonic() - started
+    if result.status == "crashed":
+        return complete(result, specs, rubric, status="error", message=result.reason)
+    budget = f"the submission used up its {limits.submission_seconds:g} s time budget before this check"
+    return complete(result, specs, rubric, status="timeout", message=budget)

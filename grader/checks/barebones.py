@@ -59,7 +59,10 @@ def any_batch_size(ctx: Context) -> Outcome:
             problems.append(f"N={n}: returned {found}, expected ({n}, 10)")
     if problems:
         hint = " Is the batch size hard-coded (e.g. view(64, -1))? Read it from x.shape[0]."
-        return Outcome(False, "; ".join(problems) + hint)
+        raised = {p.split(": ", 1)[1] for p in problems}
+        if len(problems) == 3 and len(raised) == 1 and next(iter(raised)).startswith("raised"):
+            return Outcome(False, f"for every batch size, three_layer_convnet {next(iter(raised))}")
+        return Outcome(False, "; ".join(problems) + "." + hint)
     return Outcome(True, "output is (N, 10) for N = 1, 7 and 40")
 
 

@@ -85,8 +85,19 @@ def kaiming_std(name: str, weight: torch.Tensor, fan_in: int, *, rel_tol: float 
 # -- layer lists ---------------------------------------------------------------------------
 
 
+def canonical(layer: dict) -> dict:
+    """The same layer written one way: padding="same" (stride 1) as its numbers."""
+    c = layer.get("config", {})
+    if layer.get("kind") == "Conv2d" and c.get("padding") == "same":
+        k = c.get("kernel_size") or [1, 1]
+        c = {**c, "padding": [(int(x) - 1) // 2 for x in k]}
+        return {**layer, "config": c}
+    return layer
+
+
 def layer_str(layer: dict) -> str:
     """A layer as a person would write it: Conv2d(3, 32, kernel_size=5, padding=2)."""
+    layer = canonical(layer)
     kind, c = layer["kind"], layer.get("config", {})
 
     def one(v):
@@ -132,6 +143,7 @@ def normalized_kind(layer: dict) -> str:
 
 
 def _config_differences(expected: dict, found: dict) -> list[str]:
+    found = canonical(found)
     diffs = []
     ce, cf = expected.get("config", {}), found.get("config", {})
     for key, want in ce.items():

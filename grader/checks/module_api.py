@@ -14,17 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import CheckFailed, Context
-from ..worker.probes import describe_module
-from . import Outcome, check
+from . import Outcome, check, spec
 from .compare import kaiming_std, layer_str, map_state, parity
 from .learning import judge_learning, module_run, worker_run
 
 SPEC_ARGS = (3, 32, 16, 10)
 PARITY_RTOL = 1e-9
-
-
-def reference_layers(model: torch.nn.Module) -> list[dict]:
-    return describe_module(model)["leaves"]
 
 
 def _layers_with_params(layers: list[dict]) -> list[dict]:
@@ -157,7 +152,7 @@ def _spec_model(ctx: Context):
 @check("Q3", "layers: types, sizes and padding", timeout=30)
 def layers(ctx: Context) -> Outcome:
     built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))
-    expected = reference_layers(_spec_model(ctx))
+    expected = spec.three_layer_convnet(*SPEC_ARGS)
     ok, problems = same_layers(expected, built["model"]["leaves"])
     found = ", ".join(layer_str(x) for x in _layers_with_params(built["model"]["leaves"])) or "no layers"
     details = {
@@ -175,7 +170,7 @@ def layers(ctx: Context) -> Outcome:
 def uses_arguments(ctx: Context) -> Outcome:
     for args in ((3, 12, 8, 10), (3, 20, 24, 5)):
         built = ctx.construct("ThreeLayerConvNet", list(args))
-        ok, problems = same_layers(reference_layers(ctx.reference.ThreeLayerConvNet(*args)), built["model"]["leaves"])
+        ok, problems = same_layers(spec.three_layer_convnet(*args), built["model"]["leaves"])
         if not ok:
             return Outcome(
                 False,
@@ -350,7 +345,7 @@ def _rebuild_optimizer(opt: dict, model: torch.nn.Module) -> torch.optim.Optimiz
         return None
 
 
-def learning(ctx: Context, question: str, reference: torch.nn.Module) -> Outcome:
+def learning(ctx: Context, question: str, reference: torch.nn.Module, layers: list[dict]) -> Outcome:
     """Train briefly from the student's starting weights and optimizer. When the model
     has the specified layers, the reference forward pass is used (so a bug in another
     question's code cannot fail this one); otherwise the student's own model trains in
@@ -360,7 +355,7 @@ def learning(ctx: Context, question: str, reference: torch.nn.Module) -> Outcome
     if not model.get("is_module"):
         raise CheckFailed(f"the captured model is a {model.get('type')}, not an nn.Module")
     _ = ctx.data  # without the images this check is skipped, before any work
-    layers_match = same_layers(reference_layers(reference), model["leaves"])[0]
+    layers_match = same_layers(layers, model["leaves"])[0]
     mapping = (
         map_state(dict(reference.state_dict()), {n: list(t.shape) for n, t in capture["state"].items()})
         if layers_match
@@ -385,7 +380,7 @@ def model(ctx: Context) -> Outcome:
     found = capture["model"]
     if not found.get("is_module"):
         return Outcome(False, f"model is a {found.get('type')}, not an nn.Module")
-    spec_ok, problems = same_layers(reference_layers(_spec_model(ctx)), found["leaves"])
+    spec_ok, problems = same_layers(spec.three_layer_convnet(*SPEC_ARGS), found["leaves"])
     own_ok = False
     with contextlib.suppress(CheckFailed):  # their class may not build; the spec still counts
         own_ok = same_layers(ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))["model"]["leaves"], found["leaves"])[0]
@@ -411,7 +406,7 @@ def optimizer_step(ctx: Context) -> Outcome:
 
 @check("Q5", "the model and optimizer learn on real images", timeout=120, needs_data=True)
 def learns(ctx: Context) -> Outcome:
-    return learning(ctx, "Q5", _spec_model(ctx))
+    return learning(ctx, "Q5", _spec_model(ctx), spec.three_layer_convnet(*SPEC_ARGS))
 
 
 @check("Q5", "the provided train_part34 helper trains correctly", timeout=60)

@@ -4,9 +4,9 @@ with SGD (lr 1e-2, momentum 0.9, Nesterov)."""
 from __future__ import annotations
 
 from ..engine import CheckFailed, Context
-from . import Outcome, check
+from . import Outcome, check, spec
 from .compare import diff_layers
-from .module_api import judge_forward, judge_gradients, learning, optimizer_settings, parity_run, reference_layers
+from .module_api import judge_forward, judge_gradients, learning, optimizer_settings, parity_run
 
 Q6_SGD = {"lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "dampening": 0.0}
 
@@ -26,7 +26,7 @@ def _captured_model(ctx: Context) -> dict:
 @check("Q6", "architecture matches the specification layer by layer", timeout=30)
 def architecture(ctx: Context) -> Outcome:
     found = _captured_model(ctx)
-    problems, rows = diff_layers(reference_layers(_spec(ctx)), found["leaves"])
+    problems, rows = diff_layers(spec.sequential_convnet(), found["leaves"])
     details = {"diff": rows}
     if problems:
         return Outcome(False, "; ".join(problems), details=details)
@@ -64,4 +64,4 @@ def optimizer(ctx: Context) -> Outcome:
 
 @check("Q6", "the model and optimizer learn on real images", timeout=120, needs_data=True)
 def learns(ctx: Context) -> Outcome:
-    return learning(ctx, "Q6", _spec(ctx))
+    return learning(ctx, "Q6", _spec(ctx), spec.sequential_convnet())

@@ -118,6 +118,12 @@ def describe_optimizer(optimizer: Any, model: Any) -> dict:
     }
 
 
+def _what(desc: dict, upstream: torch.Tensor) -> str:
+    if not desc.get("is_tensor"):
+        return f"it returned a {desc.get('type')}, not a tensor"
+    return f"it returned shape {tuple(desc['shape'])}, expected {tuple(upstream.shape)}"
+
+
 def describe_tensor(value: Any) -> dict:
     if not isinstance(value, torch.Tensor):
         return {"is_tensor": False, "type": type(value).__name__, "repr": repr(value)[:200]}
@@ -196,7 +202,7 @@ def call_function(
     result: dict[str, Any] = {"output": describe_tensor(output)}
     if upstream is not None:
         if not isinstance(output, torch.Tensor) or output.shape != upstream.shape:
-            raise ValueError(f"cannot backpropagate: output is {result['output']}")
+            raise ValueError(f"cannot backpropagate: {_what(result['output'], upstream)}")
         output.backward(upstream.to(output.dtype))
         result["grads"] = [t.grad if t.grad is not None else None for t in leaves]
     return result
@@ -255,7 +261,7 @@ def module_forward_backward(
     result: dict[str, Any] = {"output": describe_tensor(output)}
     if upstream is not None:
         if not isinstance(output, torch.Tensor) or output.shape != upstream.shape:
-            raise ValueError(f"cannot backpropagate: output is {result['output']}")
+            raise ValueError(f"cannot backpropagate: {_what(result['output'], upstream)}")
         output.backward(upstream.to(output.dtype))
         result["grad_x"] = x.grad
         result["grads"] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
