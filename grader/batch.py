@@ -208,7 +208,10 @@ def grade_batch(
         if reports:
             from .report import write_submission_reports
 
-            write_submission_reports(result, folder)
+            try:
+                write_submission_reports(result, folder)
+            except Exception as exc:  # a report that cannot render must not stop the batch
+                result.notes.append(f"the HTML report could not be written: {type(exc).__name__}: {exc}")
         if not cached:
             (cache / f"{cache_key(path)}.json").write_text(json.dumps(result.to_dict()))
         bar.update(result, cached)

@@ -214,7 +214,7 @@ def kaiming_init(ctx: Context) -> Outcome:
     return Outcome(
         all(t.ok for t in tests),
         message,
-        details={"std": {t.name: {"found": t.found, "expected": t.expected} for t in tests}},
+        details={"std": {t.name: t.details() for t in tests}},
     )
 
 

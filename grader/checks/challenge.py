@@ -90,6 +90,8 @@ def evaluation(ctx: Context) -> dict:
         "trained_with": found["trained_with"],
         "epochs_requested": found["epochs"],
         "threshold": THRESHOLD,
+        "ci_level": 0.95,
+        "ci_method": "Wilson score interval",
         "self_reported": self_reported_accuracy(ctx),
     }
     ctx.shared["challenge"] = result

@@ -49,6 +49,9 @@ class StdTest:
     def ratio(self) -> float:
         return self.found / self.expected if self.expected else math.inf
 
+    def details(self) -> dict:
+        return {"found": self.found, "expected": self.expected, "fan_in": self.fan_in, "ratio": self.ratio, "ok": self.ok}
+
     def describe(self) -> str:
         text = (
             f"{self.name}: std {self.found:.4g}, expected {self.expected:.4g} "

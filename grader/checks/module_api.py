@@ -194,7 +194,7 @@ def kaiming_init(ctx: Context) -> Outcome:
         tests.append(kaiming_std(f"{leaf['path']} ({layer_str(leaf)})", weight, fan_in))
     if not tests:
         return Outcome(False, "ThreeLayerConvNet(3, 32, 16, 10) has no convolution or linear weights to check")
-    details = {"std": {t.name: {"found": t.found, "expected": t.expected} for t in tests}}
+    details = {"std": {t.name: t.details() for t in tests}}
     return Outcome(all(t.ok for t in tests), "; ".join(t.describe() for t in tests), details=details)
 
 

@@ -1,0 +1,740 @@
+"""HTML reports rendered from the results model: one page per submission (an instructor
+view with everything, and a student view without the hidden checks' findings) and a
+class summary, index.html.
+
+The pages are static files that work offline: inline CSS, a few lines of inline script
+for sorting, and charts drawn here in Python as inline SVG. Everything that comes from
+a student (names, output, messages, tracebacks) is escaped: the templates autoescape,
+and the SVG code escapes every piece of text it embeds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup, escape
+
+from .render import summary
+from .results import QUESTIONS, CellRun, CheckResult, SubmissionResult
+
+TEMPLATES = Path(__file__).parent / "templates"
+OUTPUT_EXCERPT_CHARS = 4000  # of a cell's stdout or stderr; training logs can be long
+VALUE_CHARS = 300  # of one value in a check's details table
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def fmt_number(value: Any) -> str:
+    """A number as a person reads it: 4 significant digits, inf as ∞, None as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)  # as in Python: nesterov=True
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def fmt_points(value: float) -> str:
+    return f"{value:g}"
+
+
+def fmt_percent(value: Any, digits: int = 1) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "—"
+    return f"{100 * value:.{digits}f}%"
+
+
+def fmt_value(value: Any) -> str:
+    """Any JSON-like value, on one line and cut to a readable length."""
+    text = json.dumps(value, default=str) if isinstance(value, (dict, list)) else fmt_number(value)
+    return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS] + " …"
+
+
+def excerpt(text: str, limit: int = OUTPUT_EXCERPT_CHARS) -> str:
+    """The start and the end of a long output (the end of a log says how it finished)."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head
+    return f"{text[:head]}\n… {len(text) - limit:,} characters left out …\n{text[-tail:]}"
+
+
+def fmt_detail(key: str, value: Any) -> str:
+    """A value of a check's details; accuracies (fractions) read better as percentages."""
+    if "acc" in key and isinstance(value, float) and 0 <= value <= 1:
+        return fmt_percent(value, 1)
+    return fmt_value(value)
+
+
+def fraction_class(score: float, max_score: float) -> str:
+    """The colour of a score bar: good, partial or poor."""
+    if max_score <= 0:
+        return "none"
+    f = score / max_score
+    return "good" if f >= 0.9 else "partial" if f >= 0.5 else "poor"
+
+
+def bar_width(score: float, max_score: float) -> str:
+    return f"{100 * max(0.0, min(1.0, score / max_score)) if max_score > 0 else 0:.1f}"
+
+
+# -- errors mapped to the student's cells ------------------------------------------------------
+
+
+def cell_labels(result: SubmissionResult) -> dict[int, str]:
+    return {c.index: c.label for c in result.cells}
+
+
+def where(error: dict, labels: dict[int, str]) -> str:
+    """Where the student's code raised an error, as they know it ("cell 13, line 4"); "" if elsewhere."""
+    label = labels.get(error.get("cell"))  # type: ignore[arg-type]
+    if label is None:
+        return ""
+    return label + (f", line {error['line']}" if error.get("line") else "")
+
+
+def readable_traceback(text: str, labels: dict[int, str]) -> str:
+    """The worker names a cell's code '<cell 12>' after its index; show the label the
+    student sees in their notebook instead ('cell 13', or 'lines 40-55' of a .py)."""
+
+    def label(match: re.Match) -> str:
+        index = int(match.group(1))
+        return f'"{labels.get(index, f"cell index {index}")}"'
+
+    return re.sub(r'"<cell (\d+)>"', label, text or "")
+
+
+def error_view(error: dict | None, labels: dict[int, str]) -> dict | None:
+    if not isinstance(error, dict):
+        return None
+    return {
+        "type": str(error.get("type") or "Error"),
+        "message": str(error.get("message") or ""),
+        "where": where(error, labels),
+        "traceback": excerpt(readable_traceback(str(error.get("traceback") or ""), labels), 8000),
+    }
+
+
+# -- check details -----------------------------------------------------------------------------
+
+PARITY_LABELS = {
+    "max_abs_err": "max absolute error",
+    "rel_err": "relative error",
+    "grad_rel_err": "gradient relative error",
+    "tolerance": "relative tolerance",
+}
+VALUE_LABELS = {
+    "loss_before": "held-out loss before training",
+    "loss_after": "held-out loss after training",
+    "accuracy_before": "held-out accuracy before training",
+    "accuracy_after": "held-out accuracy after training",
+    "steps": "training steps",
+    "batch_size": "batch size",
+    "type": "type",
+}
+
+
+def same_setting(required: Any, found: Any) -> bool:
+    if isinstance(required, (int, float)) and isinstance(found, (int, float)):
+        return math.isclose(float(required), float(found), rel_tol=1e-9, abs_tol=1e-12)
+    return required == found
+
+
+def detail_blocks(check: CheckResult, labels: dict[int, str], *, student_view: bool) -> list[dict]:
+    """A check's details as blocks a template can draw: parity numbers, per-tensor errors,
+    a layer diff, optimizer settings, Kaiming stds, an error, and any other values."""
+    rest = dict(check.details or {})
+    blocks: list[dict] = []
+
+    parity = {k: rest.pop(k) for k in PARITY_LABELS if isinstance(rest.get(k), (int, float))}
+    if parity:
+        tolerance = parity.get("tolerance")
+
+        def verdict(key: str, value: float) -> str:
+            if tolerance is None or key not in ("rel_err", "grad_rel_err"):
+                return ""
+            return "ok" if value <= tolerance else "bad"
+
+        rows = [(PARITY_LABELS[k], fmt_number(v), verdict(k, v)) for k, v in parity.items()]
+        blocks.append({"kind": "values", "title": "Numerical parity", "rows": rows})
+
+    tensors = {
+        name: value
+        for name, value in rest.items()
+        if isinstance(value, dict) and ("max_abs_err" in value or "rel_err" in value)
+    }
+    if tensors:
+        rows = [(name, fmt_number(v.get("max_abs_err")), fmt_number(v.get("rel_err"))) for name, v in tensors.items()]
+        blocks.append({"kind": "tensors", "rows": rows})
+        for name in tensors:
+            rest.pop(name)
+
+    if isinstance(rest.get("diff"), list):
+        rows = [r for r in rest.pop("diff") if isinstance(r, dict)]
+        blocks.append(
+            {"kind": "diff", "rows": [{k: str(r.get(k, "")) for k in ("expected", "found", "status")} for r in rows]}
+        )
+
+    if isinstance(rest.get("expected"), list) and isinstance(rest.get("found"), list):
+        expected, found = rest.pop("expected"), rest.pop("found")
+        rows = []
+        for i in range(max(len(expected), len(found))):
+            e = str(expected[i]) if i < len(expected) else ""
+            f = str(found[i]) if i < len(found) else ""
+            rows.append(
+                {
+                    "expected": e,
+                    "found": f,
+                    "status": "same" if e == f else "missing" if not f else "extra" if not e else "changed",
+                }
+            )
+        blocks.append({"kind": "diff", "rows": rows})
+
+    if isinstance(rest.get("required"), dict) and isinstance(rest.get("found"), dict):
+        required, found = rest.pop("required"), rest.pop("found")
+        rows = [
+            {
+                "name": k,
+                "required": fmt_number(v),
+                "found": fmt_number(found.get(k)),
+                "ok": same_setting(v, found.get(k)),
+            }
+            for k, v in required.items()
+        ]
+        blocks.append({"kind": "settings", "type": str(rest.pop("type", "")), "rows": rows})
+
+    if isinstance(rest.get("std"), dict):
+        rows = []
+        for name, value in rest.pop("std").items():
+            value = value if isinstance(value, dict) else {}
+            found, expected = value.get("found"), value.get("expected")
+            ratio = (
+                found / expected
+                if isinstance(found, (int, float)) and isinstance(expected, (int, float)) and expected
+                else None
+            )
+            rows.append(
+                {
+                    "name": str(name),
+                    "found": fmt_number(found),
+                    "expected": fmt_number(expected),
+                    "ratio": fmt_number(ratio),
+                }
+            )
+        blocks.append({"kind": "std", "rows": rows})
+
+    if isinstance(rest.get("error"), dict):
+        blocks.append({"kind": "error", "error": error_view(rest.pop("error"), labels)})
+
+    # The grader's own traceback (a bug in a check) names grader code: instructors only.
+    internal = rest.pop("traceback", None)
+    if internal and not student_view:
+        blocks.append({"kind": "internal", "traceback": str(internal)})
+
+    if rest:
+        rows = [(VALUE_LABELS.get(k, k.replace("_", " ")), fmt_detail(k, v), "") for k, v in rest.items()]
+        blocks.append({"kind": "values", "title": "Details", "rows": rows})
+    return blocks
+
+
+# -- inline SVG charts ---------------------------------------------------------------------------
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering [low, high] (steps of 1, 2 or 5 times a power of ten)."""
+    if high <= low:
+        high = low + 1
+    raw = (high - low) / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+    return [float(round(k * step, 10)) for k in range(first, last + 1)]
+
+
+def svg_text(x: float, y: float, text: str, *, anchor: str = "middle", cls: str = "") -> str:
+    klass = f' class="{cls}"' if cls else ""
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{klass}>{escape(text)}</text>'
+
+
+def line_chart(
+    title: str,
+    xs: list[Any],
+    ys: list[Any],
+    *,
+    percent: bool = False,
+    target: float | None = None,
+    target_label: str = "",
+) -> Markup:
+    """One series against epochs, with a dashed target line (e.g. the required accuracy)."""
+    points = [
+        (float(x), float(y))
+        for x, y in zip(xs, ys)
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y)
+    ]
+    width, height, left, right, top, bottom = 420, 220, 52, 16, 28, 36
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">']
+    parts.append(svg_text(left, 16, title, anchor="start", cls="chart-title"))
+    if not points:
+        parts.append(svg_text(width / 2, height / 2, "no data", cls="muted"))
+        return Markup("".join(parts) + "</svg>")
+    values = [y for _, y in points] + ([target] if target is not None else [])
+    y_ticks = nice_ticks(min(values), max(values), 4)
+    if percent:
+        y_ticks = [t for t in y_ticks if -1e-9 <= t <= 1 + 1e-9] or [0.0, 1.0]
+    y0, y1 = min(y_ticks + values), max(y_ticks + values)
+    x0, x1 = min(x for x, _ in points), max(x for x, _ in points)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+
+    def px(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * (width - left - right)
+
+    def py(y: float) -> float:
+        return top + (1 - (y - y0) / ((y1 - y0) or 1)) * (height - top - bottom)
+
+    for t in y_ticks:
+        parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{py(t):.1f}" y2="{py(t):.1f}"/>')
+        label = f"{100 * t:.0f}%" if percent else f"{t:.3g}"
+        parts.append(svg_text(left - 6, py(t) + 4, label, anchor="end", cls="tick"))
+    for t in nice_ticks(x0, x1, 6):
+        if x0 <= t <= x1 and float(t).is_integer():
+            parts.append(svg_text(px(t), height - bottom + 16, f"{t:g}", cls="tick"))
+    parts.append(svg_text((left + width - right) / 2, height - 4, "epoch", cls="tick"))
+    if target is not None:
+        parts.append(
+            f'<line class="target" x1="{left}" x2="{width - right}" y1="{py(target):.1f}" y2="{py(target):.1f}"/>'
+        )
+        parts.append(svg_text(width - right, py(target) - 5, target_label, anchor="end", cls="target-label"))
+    path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
+    parts.append(f'<polyline class="series" points="{path}"/>')
+    if len(points) <= 60:
+        for x, y in points:
+            value = f"{100 * y:.1f}%" if percent else f"{y:.4g}"
+            parts.append(
+                f'<circle class="dot" cx="{px(x):.1f}" cy="{py(y):.1f}" r="3"><title>{escape(f"epoch {x:g}: {value}")}</title></circle>'
+            )
+    return Markup("".join(parts) + "</svg>")
+
+
+def ci_chart(
+    rows: list[tuple[str, float, list | None]], threshold: float | None, self_reported: float | None
+) -> Markup:
+    """Accuracies with their confidence intervals on one axis, against the threshold."""
+    rows = [(name, acc, ci) for name, acc, ci in rows if isinstance(acc, (int, float))]
+    if not rows:
+        return Markup("")
+    values = [acc for _, acc, _ in rows]
+    for _, _, ci in rows:
+        if isinstance(ci, (list, tuple)) and len(ci) == 2:
+            values += [float(v) for v in ci if isinstance(v, (int, float))]
+    values += [v for v in (threshold, self_reported) if isinstance(v, (int, float))]
+    lo = max(0.0, math.floor((min(values) - 0.05) * 10) / 10)
+    hi = min(1.0, math.ceil((max(values) + 0.02) * 10) / 10)
+    if hi <= lo:
+        lo, hi = 0.0, 1.0
+    width, left, right, row_height, top = 560, 110, 24, 34, 12
+    height = top + row_height * len(rows) + 30
+
+    def px(v: float) -> float:
+        return left + (v - lo) / (hi - lo) * (width - left - right)
+
+    parts = [
+        f'<svg class="chart ci" viewBox="0 0 {width} {height}" role="img" aria-label="accuracy with confidence intervals">'
+    ]
+    axis_y = top + row_height * len(rows)
+    for t in nice_ticks(lo, hi, 5):
+        if lo - 1e-9 <= t <= hi + 1e-9:
+            parts.append(f'<line class="grid" x1="{px(t):.1f}" x2="{px(t):.1f}" y1="{top}" y2="{axis_y}"/>')
+            parts.append(svg_text(px(t), axis_y + 16, f"{100 * t:.0f}%", cls="tick"))
+    if isinstance(threshold, (int, float)):
+        parts.append(
+            f'<line class="target" x1="{px(threshold):.1f}" x2="{px(threshold):.1f}" y1="{top - 6}" y2="{axis_y}"/>'
+        )
+        parts.append(
+            svg_text(
+                px(threshold) + 4, axis_y + 28, f"required {100 * threshold:.0f}%", anchor="start", cls="target-label"
+            )
+        )
+    for i, (name, acc, ci) in enumerate(rows):
+        y = top + row_height * i + row_height / 2
+        parts.append(svg_text(left - 10, y + 4, name, anchor="end"))
+        label = f"{name}: {100 * acc:.2f}%"
+        if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+            parts.append(f'<line class="whisker" x1="{px(ci[0]):.1f}" x2="{px(ci[1]):.1f}" y1="{y:.1f}" y2="{y:.1f}"/>')
+            for v in ci:
+                parts.append(
+                    f'<line class="whisker" x1="{px(v):.1f}" x2="{px(v):.1f}" y1="{y - 6:.1f}" y2="{y + 6:.1f}"/>'
+                )
+            label += f" (95% CI {100 * ci[0]:.2f}–{100 * ci[1]:.2f}%)"
+        passed = not isinstance(threshold, (int, float)) or acc >= threshold
+        dot = "dot" if passed else "dot below"
+        parts.append(
+            f'<circle class="{dot}" cx="{px(acc):.1f}" cy="{y:.1f}" r="5"><title>{escape(label)}</title></circle>'
+        )
+    if isinstance(self_reported, (int, float)):
+        x, y = px(self_reported), top + 4
+        parts.append(
+            f'<path class="reported" d="M{x:.1f},{y - 5:.1f} L{x + 5:.1f},{y:.1f} L{x:.1f},{y + 5:.1f} L{x - 5:.1f},{y:.1f} Z">'
+            f"<title>{escape(f'self-reported {100 * self_reported:.2f}%')}</title></path>"
+        )
+        parts.append(svg_text(x + 8, y + 4, "self-reported", anchor="start", cls="reported-label"))
+    return Markup("".join(parts) + "</svg>")
+
+
+def histogram(totals: list[float], max_score: float, mean: float | None) -> Markup:
+    """How many students earned each range of totals: about ten bins of a round width
+    (5 points for a 51-point homework), the last one holding the full score."""
+    most = max_score if max_score > 0 else max(totals, default=1.0) or 1.0
+    width_of_bin = nice_ticks(0, most, 12)[1]
+    bins = max(1, math.ceil(most / width_of_bin - 1e-9))
+    top_score = bins * width_of_bin
+    counts = [0] * bins
+    for t in totals:
+        counts[min(bins - 1, max(0, int(t / width_of_bin + 1e-9)))] += 1
+    width, height, left, right, top, bottom = 620, 220, 36, 12, 16, 40
+    count_ticks = nice_ticks(0, max(counts, default=0) or 1, min(max(counts, default=0) or 1, 4))
+    tallest = count_ticks[-1]  # the top grid line, so that bars and grid share one scale
+    slot = (width - left - right) / bins
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="histogram of totals">']
+    for t in count_ticks:
+        y = top + (1 - t / tallest) * (height - top - bottom)
+        parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        parts.append(svg_text(left - 6, y + 4, f"{t:g}", anchor="end", cls="tick"))
+    for i, n in enumerate(counts):
+        lo_edge, hi_edge = top_score * i / bins, top_score * (i + 1) / bins
+        bar_height = n / tallest * (height - top - bottom)
+        x = left + i * slot
+        y = height - bottom - bar_height
+        what = f"{n} student{'s' if n != 1 else ''} with {lo_edge:g}–{hi_edge:g} points"
+        parts.append(
+            f'<rect class="hist-bar" x="{x + 2:.1f}" y="{y:.1f}" width="{slot - 4:.1f}" height="{bar_height:.1f}"><title>{escape(what)}</title></rect>'
+        )
+        if n:
+            parts.append(svg_text(x + slot / 2, y - 4, str(n), cls="tick"))
+        parts.append(svg_text(x, height - bottom + 16, f"{lo_edge:g}", cls="tick"))
+    parts.append(svg_text(width - right, height - bottom + 16, f"{top_score:g}", cls="tick"))
+    parts.append(svg_text((left + width - right) / 2, height - 4, "total points", cls="tick"))
+    if mean is not None:
+        x = left + mean / top_score * (width - left - right)
+        parts.append(f'<line class="target" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}"/>')
+        parts.append(svg_text(x + 4, top + 10, f"mean {mean:.1f}", anchor="start", cls="target-label"))
+    return Markup("".join(parts) + "</svg>")
+
+
+# -- page models -------------------------------------------------------------------------------
+
+
+def cell_view(cell: CellRun, labels: dict[int, str]) -> dict:
+    return {
+        "label": cell.label,
+        "questions": ", ".join(cell.questions) or "—",
+        "status": cell.status,
+        "duration": f"{cell.duration:.1f} s",
+        "error": error_view(cell.error, labels),
+        "stdout": excerpt(cell.stdout),
+        "stderr": excerpt(cell.stderr),
+        "stdout_chars": len(cell.stdout),
+        "stderr_chars": len(cell.stderr),
+    }
+
+
+def challenge_view(challenge: dict) -> dict | None:
+    """Question 7's measurements: accuracies with CIs, flags, and the training curves."""
+    if not challenge:
+        return None
+    c = challenge
+    threshold = c.get("threshold")
+    rows = []
+    for name, acc_key, ci_key, n_key in (
+        ("validation", "val_accuracy", "val_ci", "val_images"),
+        ("test", "test_accuracy", "test_ci", "test_images"),
+    ):
+        acc, ci = c.get(acc_key), c.get(ci_key)
+        if not isinstance(acc, (int, float)):
+            continue
+        ci_ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
+        rows.append(
+            {
+                "name": name,
+                "accuracy": fmt_percent(acc, 2),
+                "ci": f"{fmt_percent(ci[0], 2)} – {fmt_percent(ci[1], 2)}" if ci_ok else "—",
+                "images": fmt_number(c.get(n_key)),
+                "meets": acc >= threshold if isinstance(threshold, (int, float)) else None,
+                "raw": (name, acc, list(ci) if ci_ok else None),
+            }
+        )
+    history = c.get("history") if isinstance(c.get("history"), dict) else None
+    curves = []
+    if history:
+        epochs = history.get("epoch") or list(
+            range(1, 1 + len(history.get("train_loss") or history.get("val_acc") or []))
+        )
+        if history.get("train_loss"):
+            curves.append(line_chart("training loss", epochs, history["train_loss"]))
+        if history.get("val_acc"):
+            curves.append(
+                line_chart(
+                    "validation accuracy",
+                    epochs,
+                    history["val_acc"],
+                    percent=True,
+                    target=threshold if isinstance(threshold, (int, float)) else None,
+                    target_label=f"required {fmt_percent(threshold, 0)}",
+                )
+            )
+    mode = c.get("mode", "")
+    self_reported = c.get("self_reported")
+    facts = [
+        (
+            "how it was measured",
+            {
+                "checkpoint": "the student's saved checkpoint, evaluated by the grader",
+                "retrain": "retrained by the grader from the student's code",
+                "none": "no model could be evaluated",
+            }.get(mode, str(mode or "—")),
+        ),
+        ("required accuracy", fmt_percent(threshold, 0)),
+        (
+            "self-reported accuracy",
+            fmt_percent(self_reported, 2) if isinstance(self_reported, (int, float)) else "not reported",
+        ),
+    ]
+    if "margin" in c:
+        facts.append(("allowed gap to self-report", fmt_percent(c.get("margin"), 1)))
+    if "epochs" in c:
+        facts.append(("epochs", fmt_number(c.get("epochs"))))
+    if "train_seconds" in c:
+        facts.append(("training time", f"{fmt_number(c.get('train_seconds'))} s"))
+    return {
+        "mode": mode,
+        "rows": rows,
+        "facts": facts,
+        "flagged": bool(c.get("flagged")),
+        "over_budget": bool(c.get("over_budget")),
+        "self_reported": fmt_percent(self_reported, 2) if isinstance(self_reported, (int, float)) else None,
+        "ci_chart": ci_chart(
+            [r["raw"] for r in rows], threshold, self_reported if isinstance(self_reported, (int, float)) else None
+        ),
+        "curves": curves,
+    }
+
+
+def submission_view(result: SubmissionResult, *, student_view: bool) -> dict:
+    """Everything report.html.j2 draws, computed here so the template stays simple."""
+    labels = cell_labels(result)
+    shown = [c for c in result.checks if not (student_view and c.visibility == "hidden")]
+    hidden = [c for c in result.checks if c.visibility == "hidden"]
+    questions = []
+    for q in result.questions():
+        checks = [c for c in shown if c.question == q.id]
+        q_hidden = [c for c in hidden if c.question == q.id]
+        score = sum(c.score for c in checks) if student_view else q.score
+        max_score = sum(c.max_score for c in checks) if student_view else q.max_score
+        questions.append(
+            {
+                "id": q.id,
+                "title": q.title,
+                "score": fmt_points(round(score, 4)),
+                "max_score": fmt_points(round(max_score, 4)),
+                "bar": bar_width(score, max_score),
+                "bar_class": fraction_class(score, max_score),
+                "passed": sum(c.status == "passed" for c in checks),
+                "total": len(checks),
+                "hidden_count": len(q_hidden),
+                "hidden_points": fmt_points(sum(c.max_score for c in q_hidden)),
+                "checks": [
+                    {
+                        "id": c.id,
+                        "title": c.title,
+                        "status": c.status,
+                        "score": fmt_points(c.score),
+                        "max_score": fmt_points(c.max_score),
+                        "hidden": c.visibility == "hidden",
+                        "message": c.message,
+                        "duration": f"{c.duration:.2f} s",
+                        "blocks": detail_blocks(c, labels, student_view=student_view),
+                    }
+                    for c in checks
+                ],
+            }
+        )
+    score = sum(c.score for c in shown)
+    max_score = sum(c.max_score for c in shown)
+    cells = [cell_view(c, labels) for c in result.cells]
+    return {
+        "student_view": student_view,
+        "name": result.name,
+        "source": result.source,
+        "status": result.status,
+        "reason": result.reason,
+        "kind": result.kind,
+        "layout": result.layout,
+        "sha256": result.sha256[:12],
+        "graded_at": result.graded_at,
+        "grader_version": result.grader_version,
+        "duration": f"{result.duration:.1f} s",
+        "score": fmt_points(round(score, 4)),
+        "max_score": fmt_points(round(max_score, 4)),
+        "bar": bar_width(score, max_score),
+        "bar_class": fraction_class(score, max_score),
+        "status_counts": {
+            s: sum(c.status == s for c in shown) for s in ("passed", "failed", "error", "timeout", "skipped")
+        },
+        "hidden_count": len(hidden),
+        "hidden_points": fmt_points(round(sum(c.max_score for c in hidden), 4)),
+        "questions": questions,
+        "notes": result.notes,
+        "cells": cells,
+        "failing_cells": [c for c in cells if c["status"] not in ("ok", "skipped")],
+        "challenge": challenge_view(result.challenge),
+    }
+
+
+@functools.cache  # templates are compiled once per process, not once per page
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        # Autoescape every .html.j2 template: student text must never become markup.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=True),
+        undefined=jinja2.StrictUndefined,  # a typo in a template fails the tests, not silently
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_submission(result: SubmissionResult, *, student_view: bool) -> str:
+    return environment().get_template("report.html.j2").render(r=submission_view(result, student_view=student_view))
+
+
+def write_submission_reports(result: SubmissionResult, folder: Path) -> list[Path]:
+    """Write folder/report.html (instructor view: everything) and folder/report-student.html (student view)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, student_view in (("report.html", False), ("report-student.html", True)):
+        path = folder / name
+        path.write_text(render_submission(result, student_view=student_view), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+# -- the class summary -------------------------------------------------------------------------
+
+
+def trouble(result: SubmissionResult) -> str:
+    """Why a graded submission ran out of time somewhere, or "" if it did not."""
+    cells = [c.label for c in result.cells if c.status == "timeout"]
+    checks = [c.id for c in result.checks if c.status == "timeout"]
+    parts = []
+    if cells:
+        parts.append("timed out in " + ", ".join(cells))
+    if checks:
+        parts.append(f"{len(checks)} check(s) timed out: " + ", ".join(checks[:5]) + (" …" if len(checks) > 5 else ""))
+    return "; ".join(parts)
+
+
+def class_view(results: list[SubmissionResult], folders: list[str]) -> dict:
+    figures = summary(results)
+    questions = [q for q in QUESTIONS if any(c.question == q for r in results for c in r.checks)]
+    titles = next((r.question_titles for r in results if r.question_titles), {})
+    students, problems = [], []
+    for r, folder in zip(results, folders):
+        link = f"{folder}/report.html"
+        scores = {q.id: q for q in r.questions()}
+        students.append(
+            {
+                "name": r.name,
+                "link": link,
+                "status": r.status,
+                "graded": r.status == "graded",
+                "score": fmt_points(r.score),
+                "score_sort": r.score if r.status == "graded" else -1,
+                "max_score": fmt_points(r.max_score),
+                "bar": bar_width(r.score, r.max_score),
+                "bar_class": fraction_class(r.score, r.max_score),
+                "timeouts": bool(trouble(r)),
+                "questions": [
+                    {
+                        "score": fmt_points(scores[q].score) if q in scores else "—",
+                        "sort": scores[q].score if q in scores and r.status == "graded" else -1,
+                        "class": fraction_class(scores[q].score, scores[q].max_score)
+                        if q in scores and r.status == "graded"
+                        else "none",
+                    }
+                    for q in questions
+                ],
+            }
+        )
+        if r.status != "graded":
+            problems.append(
+                {"name": r.name, "link": link, "kind": r.status, "reason": r.reason or "no reason recorded"}
+            )
+        elif trouble(r):
+            problems.append({"name": r.name, "link": link, "kind": "timeout", "reason": trouble(r)})
+    graded = figures["graded"]
+    per_question = []
+    for q in questions:
+        f = figures["questions"].get(q)
+        if f is None:
+            continue
+        per_question.append(
+            {
+                "id": q,
+                "title": titles.get(q, q),
+                "mean": f"{f['mean_score']:.2f}",
+                "max_score": fmt_points(f["max_score"]),
+                "mean_bar": bar_width(f["mean_score"], f["max_score"]),
+                "mean_class": fraction_class(f["mean_score"], f["max_score"]),
+                "full_marks": fmt_percent(f["full_marks_rate"], 0),
+                "full_marks_bar": f"{100 * f['full_marks_rate']:.1f}",
+            }
+        )
+    most_failed = [
+        {**m, "rate": fmt_percent(m["failed"] / graded, 0), "bar": f"{100 * m['failed'] / graded:.1f}"}
+        for m in figures["most_failed"]
+        if graded
+    ]
+    totals = [r.score for r in results if r.status == "graded"]
+    max_score = figures["max_score"] or 0.0
+    return {
+        "questions": questions,
+        "students": students,
+        "problems": problems,
+        "submissions": figures["submissions"],
+        "graded": graded,
+        "invalid": len(figures["invalid"]),
+        "crashed": len(figures["crashed"]),
+        "timeouts": sum(p["kind"] == "timeout" for p in problems),
+        "mean": f"{figures['mean_score']:.1f}" if figures["mean_score"] is not None else "—",
+        "median": f"{statistics.median(totals):g}" if totals else "—",
+        "max_score": fmt_points(max_score),
+        "histogram": histogram(totals, max_score, figures["mean_score"]) if totals else Markup(""),
+        "per_question": per_question,
+        "most_failed": most_failed,
+    }
+
+
+def write_class_summary(results: list[SubmissionResult], folders: list[str], out: Path) -> Path:
+    """Write out/index.html; folders[i] is the sub-folder (relative to out) holding results[i]'s reports."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "index.html"
+    path.write_text(
+        environment().get_template("index.html.j2").render(c=class_view(results, folders)), encoding="utf-8"
+    )
+    return path
