@@ -50,7 +50,13 @@ class StdTest:
         return self.found / self.expected if self.expected else math.inf
 
     def details(self) -> dict:
-        return {"found": self.found, "expected": self.expected, "fan_in": self.fan_in, "ratio": self.ratio, "ok": self.ok}
+        return {
+            "found": self.found,
+            "expected": self.expected,
+            "fan_in": self.fan_in,
+            "ratio": self.ratio,
+            "ok": self.ok,
+        }
 
     def describe(self) -> str:
         text = (
