@@ -40,9 +40,10 @@ class Options:
     limits: Limits
     run_seed: int | None
     hide: tuple[str, ...]
+    questions: tuple[str, ...] | None = None
 
     def key(self) -> str:
-        text = json.dumps([self.rubric_sha(), repr(self.limits), self.data is not None], sort_keys=True)
+        text = json.dumps([self.rubric_sha(), repr(self.limits), self.data is not None, self.questions], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @functools.cache  # noqa: B019 - options live for one batch
@@ -72,17 +73,20 @@ def _grade_one(path: str, options: Options) -> dict:
         limits=options.limits,
         run_seed=options.run_seed,
         hide=[Path(p) for p in options.hide],
+        questions=set(options.questions) if options.questions else None,
     )
     return result.to_dict()
 
 
-def crashed_result(path: Path, reason: str, rubric: str | Path | None) -> SubmissionResult:
+def crashed_result(
+    path: Path, reason: str, rubric: str | Path | None, questions: set[str] | None = None
+) -> SubmissionResult:
     from .engine import complete, new_result, selected_checks
 
     loaded = load_rubric(rubric)
     result = new_result(submission_name(path), path.name, loaded)
     result.status, result.reason = "crashed", reason
-    return complete(result, selected_checks(loaded), loaded, status="error", message=reason)
+    return complete(result, selected_checks(loaded, questions=questions), loaded, status="error", message=reason)
 
 
 def private_paths(*, submissions: Path, out: Path, data: str | None, cache_dir: str | None) -> list[Path]:
@@ -100,10 +104,11 @@ def private_paths(*, submissions: Path, out: Path, data: str | None, cache_dir: 
         source = Path(data).expanduser().resolve()
         paths.append(source if source.is_dir() else source.parent)
     paths.append(Path(cache_dir or os.environ.get("CIFAR10_CACHE") or DEFAULT_CACHE_DIR).expanduser())
-    home = Path.home()
-    runtime = [Path(sys.prefix).resolve(), project]
-    if not any(r == home or home in r.parents for r in runtime):
-        paths.append(home)  # never hide the interpreter or the grader itself
+    paths.append(Path.home())
+    # Never hide what the worker runs on: the interpreter, its standard library and
+    # site-packages (which may live under the home folder), and the grader itself.
+    runtime = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path) if p}
+    runtime.add(project)
     keep = []
     for p in paths:
         if p.exists() and not any(r == p or p in r.parents for r in runtime):
@@ -151,9 +156,11 @@ def grade_batch(
     progress: bool = True,
     limits: Limits | None = None,
     reports: bool = True,
+    questions: list[str] | None = None,
 ) -> list[SubmissionResult]:
     """Grade every submission in ``submissions`` (a folder, or a single file) and write
-    the results under ``out``. Raises BatchError if the batch cannot run at all."""
+    the results under ``out``. ``questions`` limits grading to some questions (e.g.
+    ["Q1", "Q2"]). Raises BatchError if the batch cannot run at all."""
     from .data import DataError, load_cifar10
     from .rubric import RubricError
 
@@ -187,6 +194,7 @@ def grade_batch(
         limits=limits,
         run_seed=seed,
         hide=tuple(str(p) for p in hide),
+        questions=tuple(sorted(questions)) if questions else None,
     )
     cache = out / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -240,14 +248,8 @@ def grade_batch(
                 try:
                     result = SubmissionResult.from_dict(done.result())
                 except Exception as exc:  # a grading process died: record it, go on
-                    result = SubmissionResult(
-                        name=submission_name(p),
-                        source=p.name,
-                        sha256="",
-                        status="crashed",
-                        reason=f"the grader failed on this submission: {type(exc).__name__}: {exc}",
-                        grader_version=__version__,
-                    )
+                    reason = f"the grader failed on this submission: {type(exc).__name__}: {exc}"
+                    result = crashed_result(p, reason, rubric, set(questions) if questions else None)
                 finish(p, result, cached=False)
 
     ordered = [results[p] for p in paths]

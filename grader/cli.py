@@ -62,6 +62,7 @@ def _grading_parser() -> argparse.ArgumentParser:
         help="where decoded images are cached (default: ~/.cache/cifar10-autograder/cache)",
     )
     p.add_argument("--rubric", type=Path, help="a rubric TOML file (default: the one shipped, totalling 100)")
+    p.add_argument("--questions", metavar="Q1,Q2", help="grade only these questions (default: all, Q1 to Q7)")
     p.add_argument("--seed", type=int, help="fix the secret probe inputs (default: new ones each run)")
     p.add_argument("--no-cache", action="store_true", help="regrade everything, even unchanged submissions")
     p.add_argument(
@@ -131,6 +132,7 @@ def _grade(args: argparse.Namespace) -> int:
             use_cache=not args.no_cache,
             progress=not args.quiet,
             limits=limits,
+            questions=_questions(args.questions),
         )
     except BatchError as exc:
         print(f"grade: {exc}", file=sys.stderr)
@@ -146,6 +148,18 @@ def _grade(args: argparse.Namespace) -> int:
         )
         print(f"reports: {args.out / 'index.html'}  gradebook: {args.out / 'gradebook.csv'}")
     return 0
+
+
+def _questions(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    from .results import QUESTIONS
+
+    wanted = [q.strip().upper() for q in text.split(",") if q.strip()]
+    unknown = [q for q in wanted if q not in QUESTIONS]
+    if unknown:
+        raise SystemExit(f"grade: unknown question(s) {', '.join(unknown)}; use Q1 to Q7")
+    return wanted
 
 
 def _assign(args: argparse.Namespace) -> int:

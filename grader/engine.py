@@ -184,13 +184,16 @@ class Context:
             raise CheckFailed(self.missing_capture_message(question))
         return found
 
-    def construct(self, name: str, args: list, *, seed: int = 0) -> dict:
-        """Instantiate a student class in the worker (cached); CheckFailed if it fails."""
-        key = (name, tuple(args), seed)
+    def construct(self, name: str, args: list, *, seed: int = 0, install: dict | None = None) -> dict:
+        """Instantiate a student class in the worker (cached); CheckFailed if it fails.
+        ``install`` replaces some of its layers by specified ones (see probes.construct)."""
+        key = (name, tuple(args), seed, repr(install))
         if key not in self._constructed:
-            handle = f"{name}{list(args)}@{seed}"
+            handle = f"{name}{list(args)}@{seed}" + (f"+{len(self._constructed)}" if install else "")
             try:
-                out = self.probe("construct", name=name, args=list(args), kwargs={}, seed=seed, handle=handle)
+                out = self.probe(
+                    "construct", name=name, args=list(args), kwargs={}, seed=seed, handle=handle, install=install
+                )
             except StudentError as exc:
                 self._constructed[key] = exc
             else:

@@ -132,14 +132,18 @@ class Worker:
             k: torch.frombuffer(bytearray(v), dtype=torch.uint8) if v else torch.empty(0, dtype=torch.uint8)
             for k, v in (files or {}).items()
         }
-        self.call(
-            "init",
-            timeout=timeout,
-            seed=seed,
-            threads=self.limits.threads,
-            output_cap=self.limits.output_chars,
-            files=payload,
-        )
+        try:
+            self.call(
+                "init",
+                timeout=timeout,
+                seed=seed,
+                threads=self.limits.threads,
+                output_cap=self.limits.output_chars,
+                files=payload,
+            )
+        except StudentError as exc:  # only the worker's own set-up can fail here
+            self.kill()
+            raise WorkerError(f"the worker could not start: {exc.info.get('message')}") from None
 
     def call(self, op: str, *, timeout: float, **args: Any) -> Any:
         """Send one request and wait for its reply.

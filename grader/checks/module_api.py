@@ -201,8 +201,23 @@ def kaiming_init(ctx: Context) -> Outcome:
 # -- Question 4 -----------------------------------------------------------------------------
 
 
-def _q4_parity(ctx: Context) -> list[dict]:
+def _with_specified_layers(ctx: Context) -> dict:
+    """ThreeLayerConvNet(3, 32, 16, 10) with its convolutions and linear layer replaced
+    by the specified ones (matched in order of definition), so that Question 4 tests
+    the forward pass alone and a constructor mistake costs only Question 3."""
     built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))
+    leaves = _layers_with_params(built["model"]["leaves"])
+    wanted = spec.three_layer_convnet(*SPEC_ARGS)
+    convs = [x for x in leaves if x["kind"] == "Conv2d"]
+    linears = [x for x in leaves if x["kind"] == "Linear"]
+    if len(convs) != 2 or len(linears) != 1 or not all(x["path"] for x in leaves):
+        return built  # not the three layers the spec names: test the model as built
+    install = {layer["path"]: target for layer, target in zip([*convs, *linears], wanted)}
+    return ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS), install=install)
+
+
+def _q4_parity(ctx: Context) -> list[dict]:
+    built = _with_specified_layers(ctx)
     return parity_run(
         ctx, key="q4", target={"handle": built["handle"]}, reference=_spec_model(ctx), student_model=built["model"]
     )
@@ -210,7 +225,7 @@ def _q4_parity(ctx: Context) -> list[dict]:
 
 @check("Q4", "forward output is (N, 10) for N = 7, 40 and 64", timeout=60)
 def output_shape(ctx: Context) -> Outcome:
-    built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))
+    built = _with_specified_layers(ctx)
     gen, problems = ctx.rng, []
     for n in (7, 40, 64):
         out = ctx.probe(

@@ -8,6 +8,7 @@ hides the grader's private paths, drops its privileges and sets resource limits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import resource
@@ -84,18 +85,29 @@ def main() -> None:
         os.dup2(devnull, fd)
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
 
-    if args.isolate:
-        hide_paths(args.hide, args.private)
-        drop_privileges()
-    limit_resources(args.memory)
-    workdir = tempfile.mkdtemp(prefix="submission-", dir=args.private)
-    os.chdir(workdir)
-    os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-
-    # Imported only now: torch and the runtime must not be loaded from hidden paths.
-    from .serve import serve
-
+    try:
+        if args.isolate:
+            hide_paths(args.hide, args.private)
+            drop_privileges()
+        limit_resources(args.memory)
+        workdir = tempfile.mkdtemp(prefix="submission-", dir=args.private)
+        os.chdir(workdir)
+        os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+        # Imported only now, after the private paths are hidden.
+        from .serve import serve
+    except BaseException as exc:
+        report_setup_failure(channel_out, exc)
+        raise SystemExit(3) from None
     serve(channel_in, channel_out, workdir)
+
+
+def report_setup_failure(channel, exc: BaseException) -> None:
+    """Tell the grader why the worker could not start (its stderr goes nowhere)."""
+    from . import wire
+
+    message = f"{type(exc).__name__}: {exc}"
+    with contextlib.suppress(Exception):
+        wire.write_message(channel, {"ok": False, "error": {"type": "WorkerSetupError", "message": message}})
 
 
 if __name__ == "__main__":

@@ -234,17 +234,43 @@ def describe_capture(rt: Runtime, *, question: str) -> dict:
 
 
 @probe
-def construct(rt: Runtime, *, name: str, args: list, kwargs: dict, seed: int, handle: str) -> dict:
-    """Instantiate a student class with a fixed seed; describe it and keep it by handle."""
+def construct(
+    rt: Runtime, *, name: str, args: list, kwargs: dict, seed: int, handle: str, install: dict | None = None
+) -> dict:
+    """Instantiate a student class with a fixed seed; describe it and keep it by handle.
+
+    ``install`` maps attribute paths to layer specifications ({"kind": "Conv2d" or
+    "Linear", "config": {...}}) that replace the student's layers, so that a forward
+    pass can be tested on the specified layers whatever the constructor built."""
     cls = rt.lookup(name)
     rt.reseed(seed)
     with rt.globals_bound():
         model = cls(*args, **kwargs)
+    for path, spec in (install or {}).items():
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        setattr(parent, attr, _build_layer(spec))
     rt.handles[handle] = model
     out = {"model": describe_module(model)}
     if isinstance(model, nn.Module):
         out["state"] = _state(model)
     return out
+
+
+def _build_layer(spec: dict) -> nn.Module:
+    c = spec["config"]
+    if spec["kind"] == "Conv2d":
+        return nn.Conv2d(
+            c["in_channels"],
+            c["out_channels"],
+            c["kernel_size"],
+            stride=c["stride"],
+            padding=c["padding"],
+            bias=c["bias"],
+        )
+    if spec["kind"] == "Linear":
+        return nn.Linear(c["in_features"], c["out_features"], bias=c["bias"])
+    raise ValueError(f"cannot build a {spec['kind']} layer")
 
 
 @probe
