@@ -22,7 +22,7 @@ from . import __version__
 from .render import folder_name, write_batch_files, write_results_json
 from .results import SubmissionResult
 from .rubric import load_rubric
-from .sandbox import Limits
+from .sandbox import Limits, hideable
 from .submission import content_hash, discover, submission_name
 
 
@@ -105,15 +105,7 @@ def private_paths(*, submissions: Path, out: Path, data: str | None, cache_dir: 
         paths.append(source if source.is_dir() else source.parent)
     paths.append(Path(cache_dir or os.environ.get("CIFAR10_CACHE") or DEFAULT_CACHE_DIR).expanduser())
     paths.append(Path.home())
-    # Never hide what the worker runs on: the interpreter, its standard library and
-    # site-packages (which may live under the home folder), and the grader itself.
-    runtime = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path) if p}
-    runtime.add(project)
-    keep = []
-    for p in paths:
-        if p.exists() and not any(r == p or p in r.parents for r in runtime):
-            keep.append(p)
-    return sorted(set(keep))
+    return sorted({p.resolve() for p in paths if hideable(p)})
 
 
 class Progress:

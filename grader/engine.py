@@ -74,57 +74,58 @@ class StudentSession:
         return [self.runs[c.index] for c in self.submission.cells if c.index in self.runs]
 
     def _replay(self, *, record: bool) -> None:
+        """Start a worker and run the cells in it. A cell that kills or hangs the worker
+        is recorded, left out, and the cells are replayed in a fresh worker."""
         while True:
             self.worker = self._start()
             try:
                 for cell in self.submission.cells:
-                    if cell.index in self.poison:
-                        continue
-                    started = time.monotonic()
-                    try:
-                        out = self.worker.call(
-                            "run_cell",
-                            timeout=self.limits.cell_seconds,
-                            index=cell.index,
-                            source=cell.source,
-                            question=cell.questions[0] if cell.questions else None,
-                            line_offset=cell.line_offset,
-                        )
-                    except WorkerError as exc:
-                        self.poison.add(cell.index)
-                        status = "timeout" if isinstance(exc, WorkerTimeout) else "crashed"
-                        self.runs[cell.index] = CellRun(
-                            index=cell.index,
-                            label=cell.label,
-                            questions=cell.questions,
-                            status=status,
-                            error={
-                                "type": "WorkerStopped",
-                                "message": str(exc),
-                                "traceback": "",
-                                "cell": cell.index,
-                                "line": None,
-                            },
-                            duration=time.monotonic() - started,
-                        )
-                        raise
-                    if record or cell.index not in self.runs:
-                        self.runs[cell.index] = CellRun(
-                            index=cell.index,
-                            label=cell.label,
-                            questions=cell.questions,
-                            status=out["status"],
-                            stdout=out["stdout"],
-                            stderr=out["stderr"],
-                            error=out["error"],
-                            duration=time.monotonic() - started,
-                        )
+                    if cell.index not in self.poison:
+                        run = self._run_cell(cell)
+                        if record or cell.index not in self.runs:
+                            self.runs[cell.index] = run
                 return
             except WorkerError:
                 self.worker.close()
                 self.restarts += 1
                 if self.restarts > len(self.submission.cells) + 3:
                     raise
+
+    def _run_cell(self, cell) -> CellRun:
+        started = time.monotonic()
+        cap = self.limits.output_chars  # enforced here too: the worker's own cap is in reach of the student
+
+        def record(status: str, out: dict | None = None, error: dict | None = None) -> CellRun:
+            out = out or {}
+            return CellRun(
+                index=cell.index,
+                label=cell.label,
+                questions=cell.questions,
+                status=status,
+                stdout=str(out.get("stdout", ""))[:cap],
+                stderr=str(out.get("stderr", ""))[:cap],
+                error=error,
+                duration=time.monotonic() - started,
+            )
+
+        try:
+            out = self.worker.call(
+                "run_cell",
+                timeout=self.limits.cell_seconds,
+                index=cell.index,
+                source=cell.source,
+                question=cell.questions[0] if cell.questions else None,
+                line_offset=cell.line_offset,
+            )
+        except StudentError as exc:  # the worker could not even describe the failure
+            return record("error", error={**exc.info, "cell": cell.index})
+        except WorkerError as exc:
+            self.poison.add(cell.index)
+            status = "timeout" if isinstance(exc, WorkerTimeout) else "crashed"
+            error = {"type": "WorkerStopped", "message": str(exc), "traceback": "", "cell": cell.index, "line": None}
+            self.runs[cell.index] = record(status, error=error)
+            raise
+        return record(out["status"], out, out["error"])
 
     def probe(self, op: str, *, timeout: float, **args: Any) -> Any:
         """Ask the worker for something; restart it first if a previous request killed it."""

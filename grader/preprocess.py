@@ -27,44 +27,119 @@ class Cell:
 
 # -- step: neutralise what must not run -----------------------------------------------------
 
+# Statements that only make sense on a student's machine or in Colab, and what they are.
 _NEUTRALISE = [
-    (re.compile(r"^\s*[%!]"), "IPython magic or shell escape"),
-    (re.compile(r"get_ipython\s*\("), "IPython call"),
-    (re.compile(r"^\s*from\s+google\.colab\b|^\s*import\s+google\.colab\b"), "Colab import"),
+    (re.compile(r"get_ipython\s*\("), "IPython magic or shell escape"),
+    (re.compile(r"^\s*(from\s+google\.colab\b|import\s+google\.colab\b)"), "Colab import"),
     (re.compile(r"\bdrive\.mount\s*\("), "Google Drive mount"),
     (re.compile(r"^\s*assert\s+FOLDERNAME\b"), "Colab folder assertion"),
-    (re.compile(r"^\s*os\.chdir\s*\("), "change of directory"),
-    (re.compile(r"^\s*assert\b.*__version__"), "version assertion"),
+    (re.compile(r"\bos\.chdir\s*\("), "change of directory"),
+    (re.compile(r"^\s*assert\b[\s\S]*__version__"), "version assertion"),
 ]
+_LINE_MAGIC = re.compile(r"^\s*[%!]")
+_KEPT_CELL_MAGICS = ("%%time", "%%capture")  # their body is plain Python, run once
+
+
+def _what(text: str) -> str | None:
+    return next((what for pattern, what in _NEUTRALISE if pattern.search(text)), None)
+
+
+def _to_python(source: str) -> str:
+    """IPython's own translation of magics and shell escapes into get_ipython() calls,
+    line for line (a ``%`` inside a string or a continuation line stays as it is)."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source).rstrip("\n")
+    except Exception:  # IPython missing or unable: the line-based fallback handles it
+        return source
+
+
+def _statements_to_neutralise(tree: ast.AST, source: str):
+    """(statement, what) for each statement to remove: a simple statement matching a
+    pattern, or a compound one whose header does (an ``if`` on get_ipython(), say)."""
+    for node in ast.iter_child_nodes(tree):
+        if not isinstance(node, ast.stmt):
+            continue
+        bodies = [getattr(node, f, None) for f in ("body", "orelse", "finalbody", "handlers")]
+        bodies = [b for b in bodies if isinstance(b, list) and b]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield from _statements_to_neutralise(node, source)
+        elif bodies:
+            first_child = min(b[0].lineno for b in bodies)
+            header = "\n".join(source.splitlines()[node.lineno - 1 : max(node.lineno, first_child - 1)])
+            if what := _what(header):
+                yield node, what
+            else:
+                yield from _statements_to_neutralise(node, source)
+        elif not bodies and (what := _what(ast.get_source_segment(source, node) or "")):
+            yield node, what
+
+
+def _neutralise_python(cell: Cell, source: str, tree: ast.AST, original: str) -> str:
+    lines = source.splitlines()
+    # IPython's translation keeps lines in place: quote the student's own line in notes.
+    quoted = original.splitlines() if len(original.splitlines()) == len(lines) else lines
+    for node, what in _statements_to_neutralise(tree, source):
+        first, last = node.lineno - 1, node.end_lineno - 1
+        text = quoted[first].strip()[:80]
+        cell.notes.append(f"{cell.label}: neutralised {what}: {text}")
+        indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
+        whole_lines = lines[first][: node.col_offset].strip() == "" and lines[last][node.end_col_offset :].strip() in (
+            "",
+            ";",
+        )
+        if whole_lines:
+            lines[first] = f"{indent}pass  # [grader] neutralised {what}: {text}"
+            for k in range(first + 1, last + 1):
+                lines[k] = ""  # keeps line numbers, so tracebacks point at the student's lines
+        else:  # it shares a line with other statements: replace just its own text
+            line = lines[first]
+            lines[first] = line[: node.col_offset] + "None" + line[node.end_col_offset :]
+    return "\n".join(lines)
+
+
+def _neutralise_lines(cell: Cell, source: str) -> str:
+    """The fallback for a cell that is not valid Python even after IPython's
+    translation (the student's syntax error is then reported when it runs)."""
+    out = []
+    for line in source.splitlines():
+        what = "IPython magic or shell escape" if _LINE_MAGIC.match(line) else _what(line)
+        if what:
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f"{indent}pass  # [grader] neutralised {what}: {line.strip()[:80]}")
+            cell.notes.append(f"{cell.label}: neutralised {what}: {line.strip()[:80]}")
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def neutralise_magics(cells: list[Cell]) -> list[Cell]:
-    """Replace magics, shell escapes, Colab drive mounts and similar lines by ``pass``
-    (keeping their indentation, so the cell still parses); skip cells run by a cell
-    magic other than %%time/%%capture, whose bodies are plain Python."""
+    """Remove what must not run: IPython magics and shell escapes, Colab's drive
+    mount, changes of directory, version assertions. Each becomes ``pass`` at the same
+    indentation and on the same lines, so the cell still parses and keeps its line
+    numbers. A cell run by a cell magic is skipped, except %%time and %%capture, whose
+    body runs as plain Python; %%timeit's body is dropped (it would repeat the work)."""
     for cell in cells:
         lines = cell.source.splitlines()
         if lines and lines[0].lstrip().startswith("%%"):
             magic = lines[0].split()[0]
-            if magic in ("%%time", "%%capture", "%%timeit"):
-                lines[0] = f"pass  # [grader] neutralised {magic}"
-                if magic == "%%timeit":  # timeit would repeat the body many times
-                    lines = [lines[0]]
-            else:
+            if magic not in (*_KEPT_CELL_MAGICS, "%%timeit"):
                 cell.notes.append(f"{cell.label}: skipped, it runs under the cell magic {magic}")
                 cell.source = ""
                 continue
-        out = []
-        for line in lines:
-            for pattern, what in _NEUTRALISE:
-                if pattern.search(line):
-                    indent = line[: len(line) - len(line.lstrip())]
-                    out.append(f"{indent}pass  # [grader] neutralised {what}: {line.strip()[:80]}")
-                    cell.notes.append(f"{cell.label}: neutralised {what}: {line.strip()[:80]}")
-                    break
-            else:
-                out.append(line)
-        cell.source = "\n".join(out)
+            lines[0] = f"pass  # [grader] neutralised {magic}"
+            cell.notes.append(f"{cell.label}: neutralised the cell magic {magic}")
+            if magic == "%%timeit":
+                lines = lines[:1]
+        source = "\n".join(lines)
+        python = _to_python(source)
+        try:
+            tree = ast.parse(python)
+        except SyntaxError:
+            cell.source = _neutralise_lines(cell, source)
+        else:
+            cell.source = _neutralise_python(cell, python, tree, source)
     return cells
 
 
@@ -106,13 +181,19 @@ def _from_content(source: str) -> list[str]:
     calls = re.findall(r"train_part34\s*\(([^)]*)\)", source)
     if not calls:
         return []
+    # The Q5, Q6 and Q7 cells all hand a model to train_part34; tell them apart by what
+    # the cell says (Part V asks for 70%), then by what it builds, then by how long it trains.
     answer_cell = bool(_ANSWER_MARKERS.search(source))
     epochs = re.search(r"epochs\s*=\s*(\d+)", " ".join(calls))
-    if (epochs and int(epochs.group(1)) > 1) or re.search(r"70\s*%|open-ended", source, re.I):
+    if re.search(r"70\s*%|open-ended", source, re.I):
+        return ["Q7"]
+    if "ThreeLayerConvNet(" in source:
+        return ["Q5"]
+    if epochs and int(epochs.group(1)) >= 5:
         return ["Q7"]
     if "Sequential" in source and (answer_cell or "Conv2d" in source):
         return ["Q6"]
-    if answer_cell or "ThreeLayerConvNet(" in source:
+    if answer_cell:
         return ["Q5"]
     return []
 
@@ -165,7 +246,10 @@ def module_cells(text: str) -> list[Cell]:
             bounds = []
             for node in tree.body:
                 first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
-                bounds.append((first, node.end_lineno))
+                if bounds and first < bounds[-1][1]:  # shares a line with the previous statement
+                    bounds[-1] = (bounds[-1][0], max(bounds[-1][1], node.end_lineno))
+                else:
+                    bounds.append((first, node.end_lineno))
     cells = []
     for n, (a, b) in enumerate(bounds):
         chunk = "\n".join(lines[a:b])

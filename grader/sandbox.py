@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import secrets
 import select
 import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +83,21 @@ def namespaces_available() -> bool:
     return done.returncode == 0
 
 
+def runtime_paths() -> set[Path]:
+    """What a worker runs on and must never be hidden: the interpreter, its standard
+    library and site-packages (which may live under the home or temp folder), and the
+    grader itself."""
+    paths = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path) if p}
+    paths.add(Path(__file__).resolve().parent.parent)
+    return paths
+
+
+def hideable(path: Path) -> bool:
+    """Whether covering ``path`` leaves the worker able to run."""
+    path = path.resolve()
+    return path.exists() and not any(r == path or path in r.parents for r in runtime_paths())
+
+
 def _scrubbed_env(threads: int) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -102,6 +119,7 @@ class Worker:
         self.limits = limits
         self.isolated = namespaces_available() if isolate is None else isolate
         self.proc: subprocess.Popen | None = None
+        self.requests = 0
 
     def start(self, *, seed: int, files: dict[str, bytes] | None = None, timeout: float = 60.0) -> None:
         import torch
@@ -114,8 +132,12 @@ class Worker:
             "runpy.run_module('grader.worker', run_name='__main__', alter_sys=True)"
         )
         cmd = [sys.executable, "-I", "-c", bootstrap, package_parent, "--memory", str(self.limits.memory_bytes)]
+        cmd += ["--private", str(self.private_root)]
         if self.isolated:
-            cmd = [*_UNSHARE, *cmd, "--isolate", "--private", str(self.private_root)]
+            cmd = [*_UNSHARE, *cmd, "--isolate"]
+            temp = Path(tempfile.gettempdir())
+            if hideable(temp):  # other workers' folders and sockets live there
+                cmd += ["--scratch", str(temp)]
             for path in self.hide:
                 cmd += ["--hide", path]
         self.private_root.mkdir(parents=True, exist_ok=True)
@@ -153,19 +175,25 @@ class Worker:
         """
         if self.proc is None or self.proc.poll() is not None:
             raise WorkerError("the worker is not running")
+        self.requests += 1
+        request_id = f"{self.requests}-{secrets.token_hex(8)}"
         try:
-            self.proc.stdin.write(wire.encode({"op": op, "args": args, "timeout": timeout}))
+            self.proc.stdin.write(wire.encode({"op": op, "args": args, "timeout": timeout, "id": request_id}))
             self.proc.stdin.flush()
             reply = self._read_reply(time.monotonic() + timeout + _GRACE_SECONDS)
         except (BrokenPipeError, EOFError, OSError) as exc:
             code = self.kill()
             raise WorkerError(f"the worker stopped (exit status {code}): {exc}") from None
-        except wire.WireError as exc:
+        except WorkerTimeout:
+            raise
+        except Exception as exc:  # anything undecodable is a broken protocol
             self.kill()
-            raise WorkerError(f"the worker broke the protocol: {exc}") from None
-        if not isinstance(reply, dict) or "ok" not in reply:
+            raise WorkerError(f"the worker broke the protocol: {type(exc).__name__}: {exc}") from None
+        # A reply must answer this request: a student's code writing to the channel
+        # produces a reply out of turn, and the worker is not trusted after that.
+        if not isinstance(reply, dict) or "ok" not in reply or reply.get("id") != request_id:
             self.kill()
-            raise WorkerError("the worker sent something that is not a reply")
+            raise WorkerError("the worker sent something that is not the reply to the request")
         if not reply["ok"]:
             raise StudentError(reply.get("error") or {})
         return reply.get("result")

@@ -126,8 +126,9 @@ def _notebook_cells(raw: bytes, name: str) -> tuple[list[Cell], str, str | None,
     try:
         text = raw.decode("utf-8")
         json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidSubmission(f"{name} is not a readable notebook (not valid JSON: {exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InvalidSubmission(f"{name} is not a readable notebook (not valid JSON: {reason})") from None
     try:
         nb = nbformat.reads(text, as_version=4)  # upgrades v3 notebooks
     except Exception as exc:  # nbformat raises many kinds for broken files

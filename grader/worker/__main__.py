@@ -20,9 +20,18 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def hide_paths(paths: list[str], private: str | None) -> None:
-    """Cover each path with an empty read-only tmpfs, and ``private`` (the folder that
-    holds the workers' working folders) with a writable one seen by this worker only.
+# Writable scratch space the worker needs besides its working folder.
+SCRATCH = ("/dev/shm",)
+# Unix sockets live here (a Docker or D-Bus socket, say); the network namespace does not
+# cover sockets bound to a path, so these folders are hidden.
+SOCKET_DIRS = ("/run", "/var/run")
+
+
+def isolate_filesystem(paths: list[str], private: str | None, scratch: str | None) -> None:
+    """Make the whole filesystem read-only, cover each private path with an empty
+    read-only tmpfs, and give the worker writable space of its own: a fresh tmpfs on
+    ``scratch`` (the system temp folder) in which ``private`` (the folder that holds
+    the working folder) is created, or on ``private`` itself.
 
     Only possible as root of a private mount namespace (``unshare --user --mount``).
     """
@@ -31,13 +40,37 @@ def hide_paths(paths: list[str], private: str | None) -> None:
     # Mounts made here must not propagate back to the parent namespace.
     if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "cannot make mounts private")
-    for path in [private, *paths]:
-        if not path or not os.path.exists(path):
-            continue
-        flags = MS_NOSUID | MS_NODEV | (0 if path == private else MS_RDONLY)
-        target = os.fsencode(path)
-        if libc.mount(b"tmpfs", target, b"tmpfs", flags, b"size=4g,mode=1777") != 0:
-            raise OSError(ctypes.get_errno(), f"cannot hide {path}")
+    make_read_only(libc)
+
+    def tmpfs(path: str, *, writable: bool) -> None:
+        if not path or not os.path.isdir(path) or os.path.islink(path):
+            return
+        flags = MS_NOSUID | MS_NODEV | (0 if writable else MS_RDONLY)
+        if libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", flags, b"size=4g,mode=1777") != 0:
+            raise OSError(ctypes.get_errno(), f"cannot mount a private tmpfs on {path}")
+
+    for path in (*SOCKET_DIRS, *paths):
+        tmpfs(path, writable=False)
+    for path in SCRATCH:
+        tmpfs(path, writable=True)
+    if scratch:
+        tmpfs(scratch, writable=True)
+        os.makedirs(private, exist_ok=True)
+    else:
+        tmpfs(private, writable=True)
+
+
+def make_read_only(libc) -> None:
+    """Every mount read-only (mount_setattr, Linux 5.12+), so student code cannot change
+    the grader, its rubric or anything else on the host."""
+
+    class MountAttr(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+
+    SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
+    attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    if libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        raise OSError(ctypes.get_errno(), "cannot make the filesystem read-only")
 
 
 def drop_privileges() -> None:
@@ -64,6 +97,8 @@ def limit_resources(memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Output written to files is capped; a write beyond it fails instead of filling RAM.
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
+    # Counted per user: enforced when the grader runs as an ordinary user, not as root.
+    resource.setrlimit(resource.RLIMIT_NPROC, (4096, 4096))
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
@@ -73,6 +108,7 @@ def main() -> None:
     parser.add_argument("--isolate", action="store_true", help="hide paths and drop privileges")
     parser.add_argument("--hide", action="append", default=[])
     parser.add_argument("--private", help="folder for the working folder, private to this worker")
+    parser.add_argument("--scratch", help="a folder to replace with a fresh tmpfs (the system temp folder)")
     parser.add_argument("--memory", type=int, default=0, help="address-space limit in bytes")
     args = parser.parse_args()
 
@@ -87,7 +123,7 @@ def main() -> None:
 
     try:
         if args.isolate:
-            hide_paths(args.hide, args.private)
+            isolate_filesystem(args.hide, args.private, args.scratch)
             drop_privileges()
         limit_resources(args.memory)
         workdir = tempfile.mkdtemp(prefix="submission-", dir=args.private)

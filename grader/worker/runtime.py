@@ -18,6 +18,7 @@ import io
 import itertools
 import linecache
 import random
+import re
 import signal
 import sys
 import traceback
@@ -105,18 +106,23 @@ class Capture:
 def error_info(exc: BaseException, *, limit_chars: int = 6000) -> dict:
     """A plain description of an exception, with the student's own frames only."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_WORKER_DIR)]
-    where = next((f for f in reversed(frames) if f.filename.startswith("<cell ")), None)
-    text = "".join(traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc))
+    where = next((f for f in reversed(frames) if _CELL_FILE.fullmatch(f.filename)), None)
+    try:  # the student's exception class may fail to describe itself
+        message = str(exc)
+        text = "".join(traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc))
+    except Exception:
+        message = text = f"<{type(exc).__name__} that cannot be printed>"
     return {
         "type": type(exc).__name__,
-        "message": str(exc)[:2000],
+        "message": message[:2000],
         "traceback": "Traceback (most recent call last):\n" + text[-limit_chars:],
-        "cell": int(where.filename[6:-1]) if where else None,
+        "cell": int(_CELL_FILE.fullmatch(where.filename)[1]) if where else None,
         "line": where.lineno if where else None,
     }
 
 
 _WORKER_DIR = __file__.rsplit("/", 1)[0]
+_CELL_FILE = re.compile(r"<cell (\d+)>")
 
 
 class FakeCIFAR10(torch.utils.data.Dataset):

@@ -23,6 +23,7 @@ def serve(channel_in: BinaryIO, channel_out: BinaryIO, workdir: str) -> None:
         except EOFError:
             return
         op, args, timeout = request["op"], request.get("args", {}), request.get("timeout")
+        reply: dict
         try:
             if op == "init":
                 torch.set_num_threads(int(args.get("threads", 1)))
@@ -42,10 +43,14 @@ def serve(channel_in: BinaryIO, channel_out: BinaryIO, workdir: str) -> None:
             reply = {"ok": False, "error": {**error_info(exc), "type": "Timeout"}}
         except BaseException as exc:  # the student's code raised inside a probe
             reply = {"ok": False, "error": error_info(exc)}
+        reply["id"] = request.get("id")
         try:
-            wire.write_message(channel_out, reply)
-        except wire.WireError as exc:
-            wire.write_message(channel_out, {"ok": False, "error": {"type": "WireError", "message": str(exc)}})
+            payload = wire.encode(reply)
+        except Exception as exc:  # a result the format cannot carry (a sparse tensor, say)
+            error = {"type": "WireError", "message": f"the result cannot be sent: {type(exc).__name__}: {exc}"}
+            payload = wire.encode({"ok": False, "error": error, "id": request.get("id")})
+        channel_out.write(payload)
+        channel_out.flush()
 
 
 def write_files(workdir: str, files: dict[str, torch.Tensor]) -> None:

@@ -39,7 +39,16 @@ class WireError(Exception):
 
 
 def encode(obj: Any) -> bytes:
-    """Serialise ``obj`` into one framed message."""
+    """Serialise ``obj`` into one framed message; WireError for anything it cannot carry."""
+    try:
+        return _encode(obj)
+    except WireError:
+        raise
+    except Exception as exc:  # sparse, meta or otherwise unusual tensors
+        raise WireError(f"cannot encode: {type(exc).__name__}: {exc}") from None
+
+
+def _encode(obj: Any) -> bytes:
     blobs: list[bytes] = []
     tensors: list[dict] = []
     offset = 0
@@ -52,10 +61,10 @@ def encode(obj: Any) -> bytes:
             # JSON has no NaN/inf: keep them as tagged strings so they survive exactly.
             return value if math.isfinite(value) else {"$float": repr(value)}
         if isinstance(value, torch.Tensor):
-            t = value.detach().to("cpu").contiguous()
+            t = value.detach().to("cpu").resolve_conj().resolve_neg().contiguous()
             if t.dtype not in _NAMES:
                 raise WireError(f"tensors of dtype {t.dtype} cannot be sent")
-            raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+            raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
             tensors.append({"dtype": _NAMES[t.dtype], "shape": list(t.shape), "offset": offset, "nbytes": len(raw)})
             blobs.append(raw)
             offset += len(raw)
@@ -78,7 +87,17 @@ def encode(obj: Any) -> bytes:
 
 
 def decode(payload: bytes, header_len: int) -> Any:
-    """Rebuild the object from a message payload (everything after the frame head)."""
+    """Rebuild the object from a message payload (everything after the frame head).
+    Whatever is wrong with a payload, the only error is WireError."""
+    try:
+        return _decode(payload, header_len)
+    except WireError:
+        raise
+    except Exception as exc:  # forged frames can provoke many kinds; all mean "malformed"
+        raise WireError(f"malformed message: {type(exc).__name__}: {exc}") from None
+
+
+def _decode(payload: bytes, header_len: int) -> Any:
     try:
         header = json.loads(payload[:header_len])
         specs = header["tensors"]
