@@ -184,13 +184,15 @@ def generated_files(root: Path | None = None) -> dict[Path, str]:
     import nbformat
 
     root = root or _project_root()
-    files = {}
-    for filled, folder in ((False, Path("student_template")), (True, Path("examples/filled_template"))):
-        script = render_script(filled=filled, root=root)
-        files[folder / f"{NOTEBOOK_NAME}.py"] = script
-        files[folder / f"{NOTEBOOK_NAME}.ipynb"] = nbformat.writes(script_to_notebook(script)) + "\n"
-    files[Path("examples/empty_template.ipynb")] = files[Path("student_template") / f"{NOTEBOOK_NAME}.ipynb"]
-    return files
+    student, filled = render_script(filled=False, root=root), render_script(filled=True, root=root)
+    notebook = nbformat.writes(script_to_notebook(student)) + "\n"
+    return {
+        Path("student_template") / f"{NOTEBOOK_NAME}.ipynb": notebook,
+        Path("student_template") / f"{NOTEBOOK_NAME}.py": student,
+        Path("examples") / "empty_template.ipynb": notebook,
+        Path("examples") / "filled_template" / f"{NOTEBOOK_NAME}.ipynb": nbformat.writes(script_to_notebook(filled))
+        + "\n",
+    }
 
 
 def assign(*, root: Path | None = None, check: bool = False) -> list[Path]:

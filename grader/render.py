@@ -76,6 +76,15 @@ def summary(results: list[SubmissionResult]) -> dict:
         "graded": len(graded),
         "invalid": [{"name": r.name, "reason": r.reason} for r in results if r.status == "invalid"],
         "crashed": [{"name": r.name, "reason": r.reason} for r in results if r.status == "crashed"],
+        "timeouts": [
+            {
+                "name": r.name,
+                "checks": [c.id for c in r.checks if c.status == "timeout"],
+                "cells": [c.label for c in r.cells if c.status == "timeout"],
+            }
+            for r in results
+            if any(c.status == "timeout" for c in r.checks) or any(c.status == "timeout" for c in r.cells)
+        ],
         "mean_score": sum(r.score for r in graded) / len(graded) if graded else None,
         "max_score": results[0].max_score if results else None,
         "questions": per_question,

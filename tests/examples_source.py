@@ -1,0 +1,75 @@
+"""How the shipped example submissions in examples/ are made, and what each must score.
+
+The filled and empty templates come from ``grade assign``; the others are one-bug
+variants of the filled template (from the mutation corpus), a notebook in the public
+CS231n-style layout, and a broken file. ``python tests/examples_source.py`` rewrites
+them; a test fails if the committed files differ from what this produces.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent / "examples"
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import cs231n_style  # noqa: E402
+import mutations  # noqa: E402
+import nbformat  # noqa: E402
+
+from grader.assign import render_script, script_to_notebook  # noqa: E402
+
+# Example name -> (mutation from the corpus, form, the questions that lose points).
+BUGGY = {
+    "missing_relu_q6": ("q6-real-case-first-relu-missing", "ipynb", {"Q6"}),
+    "fan_in_wrong_axis_q5": ("q5-weights-overwritten-with-fan-in-from-the-wrong-axis", "py", {"Q5"}),
+    "hard_coded_batch_q1": ("q1-view-64", "ipynb", {"Q1"}),
+}
+# What every example must score: "full", "zero", or the set of questions losing points.
+EXPECTED = {
+    "filled_template": "full",
+    "empty_template": "zero",
+    "cs231n_layout": "full",
+    "broken_notebook": "invalid",
+    **{name: lost for name, (_, _, lost) in BUGGY.items()},
+}
+# Folders share one checkpoint through a relative symbolic link.
+TEMPLATE_CHECKPOINT = Path("..") / "filled_template" / "best_model.pt"
+TYPICAL_CHECKPOINT = Path("..") / ".." / "tests" / "fixtures" / "typical_10_epochs.pt"
+
+
+def files() -> dict[Path, str | Path]:
+    """Every example file (relative to examples/) and its content, or the target of a
+    symbolic link for checkpoints. The template's own files are written by grade assign."""
+    script = render_script(filled=True)
+    out: dict[Path, str | Path] = {}
+    for name, (mutation_name, form, _) in BUGGY.items():
+        mutation = next(m for m in mutations.BUGS if m.name == mutation_name)
+        text = mutations.apply(mutation, script)
+        if form == "py":
+            out[Path(name) / "homework.py"] = text
+        else:
+            out[Path(name) / "homework.ipynb"] = nbformat.writes(script_to_notebook(text)) + "\n"
+        out[Path(name) / "best_model.pt"] = TEMPLATE_CHECKPOINT
+    out[Path("cs231n_layout") / "PyTorch.ipynb"] = nbformat.writes(cs231n_style.build(edition=2022)) + "\n"
+    out[Path("cs231n_layout") / "best_model.pt"] = TYPICAL_CHECKPOINT
+    out[Path("broken_notebook.ipynb")] = '{"cells": [{"cell_type": "code", "source": "print(1)"\n'
+    return out
+
+
+def write() -> None:
+    for rel, content in files().items():
+        path = EXAMPLES / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Path):
+            if path.is_symlink() or path.exists():
+                path.unlink()
+            path.symlink_to(content)
+        else:
+            path.write_text(content)
+
+
+if __name__ == "__main__":
+    write()
