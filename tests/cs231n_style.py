@@ -361,7 +361,9 @@ def build(*, answers: dict[str, str] | None = None, edition: int = 2022, epochs:
     code(SEQ_EXAMPLE)
     code(
         "channel_1 = 32\nchannel_2 = 16\nlearning_rate = 1e-2\n\nmodel = None\noptimizer = None\n\n"
-        + _region("Q6", "Rewrite the 2-layer ConvNet with bias from Part III with the Sequential API.", answers, edition)
+        + _region(
+            "Q6", "Rewrite the 2-layer ConvNet with bias from Part III with the Sequential API.", answers, edition
+        )
         + "\n\ntrain_part34(model, optimizer)",
         "sequential_accuracy",
     )
@@ -376,7 +378,9 @@ def build(*, answers: dict[str, str] | None = None, edition: int = 2022, epochs:
         code(extra)
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "name": "python3"}, "language_info": {"name": "python"}}
-    nb.cells.append(nbformat.v4.new_markdown_cell("# Introduction to PyTorch"))
+    title = nbformat.v4.new_markdown_cell("# Introduction to PyTorch")
+    title.id = "title"  # fixed ids: the same notebook is written byte for byte every time
+    nb.cells.append(title)
     for i, (source, meta) in enumerate(cells):
         cell = nbformat.v4.new_code_cell(source)
         cell.metadata = meta

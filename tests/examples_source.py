@@ -3,7 +3,8 @@
 The filled and empty templates come from ``grade assign``; the others are one-bug
 variants of the filled template (from the mutation corpus), a notebook in the public
 CS231n-style layout, and a broken file. ``python tests/examples_source.py`` rewrites
-them; a test fails if the committed files differ from what this produces.
+them (``--train`` also retrains the filled template's checkpoint, a few minutes); a test
+fails if the committed files differ from what this produces.
 """
 
 from __future__ import annotations
@@ -59,6 +60,24 @@ def files() -> dict[Path, str | Path]:
     return out
 
 
+def train_reference_checkpoint(data: str | None = None) -> None:
+    """examples/filled_template/best_model.pt: the answer key's Question 7 model, trained
+    with its full schedule on the 49,000 training images (a few minutes on a CPU)."""
+    import torch
+
+    from grader.data import load_cifar10
+    from reference_solution import ChallengeNet, evaluate, train_challenge
+
+    cifar10 = load_cifar10(data or str(HERE.parents[1] / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    train_idx, val_idx = cifar10.split()
+    model = ChallengeNet()
+    train_challenge(model, cifar10.train_images[train_idx], cifar10.train_labels[train_idx])
+    val = evaluate(model, cifar10.train_images[val_idx], cifar10.train_labels[val_idx])
+    test = evaluate(model, cifar10.test_images, cifar10.test_labels)
+    print(f"validation {val:.2%}, test {test:.2%}")
+    torch.save(model.state_dict(), EXAMPLES / "filled_template" / "best_model.pt")
+
+
 def write() -> None:
     for rel, content in files().items():
         path = EXAMPLES / rel
@@ -72,4 +91,6 @@ def write() -> None:
 
 
 if __name__ == "__main__":
+    if "--train" in sys.argv:
+        train_reference_checkpoint()
     write()

@@ -63,9 +63,7 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("CIFAR10_DATA", raising=False)
 
 
-def write_batch(
-    path: Path, images: np.ndarray, labels: np.ndarray, name: str, extra: dict | None = None
-) -> None:
+def write_batch(path: Path, images: np.ndarray, labels: np.ndarray, name: str, extra: dict | None = None) -> None:
     """Write one batch the way the official cifar-10-batches-py files are laid out."""
     batch = {
         b"batch_label": name.encode(),
@@ -80,9 +78,7 @@ def write_batch(
 def write_batches(root: Path, arrays: Arrays) -> Path:
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    parts = zip(
-        np.array_split(arrays.train_images, 5), np.array_split(arrays.train_labels, 5), strict=True
-    )
+    parts = zip(np.array_split(arrays.train_images, 5), np.array_split(arrays.train_labels, 5), strict=True)
     for i, (images, labels) in enumerate(parts, start=1):
         write_batch(folder / f"data_batch_{i}", images, labels, f"training batch {i} of 5")
     write_batch(folder / "test_batch", arrays.test_images, arrays.test_labels, "testing batch 1")
@@ -101,9 +97,7 @@ def write_folders(root: Path, arrays: Arrays) -> Path:
             folder = root / part / CLASSES[label]
             folder.mkdir(parents=True, exist_ok=True)
             suffix = "png" if fmt == "PNG" else "jpg"
-            Image.fromarray(image.transpose(1, 2, 0)).save(
-                folder / f"{i:04d}.{suffix}", format=fmt, quality=95
-            )
+            Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{i:04d}.{suffix}", format=fmt, quality=95)
     (root / "train" / "cat" / ".DS_Store").write_bytes(b"\x00\x01 finder junk")
     return root
 
@@ -145,9 +139,7 @@ def test_pickled_batches_round_trip(tmp_path: Path, arrays: Arrays, form: str) -
         "batches folder": lambda: folder,
         "parent folder": lambda: folder.parent,
         "tar.gz": lambda: make_tar(tmp_path / "cifar-10-python.tar.gz", {folder.name: folder}),
-        "wrapped tar.gz": lambda: make_tar(
-            tmp_path / "wrapped.tar.gz", {f"data/{folder.name}": folder}
-        ),
+        "wrapped tar.gz": lambda: make_tar(tmp_path / "wrapped.tar.gz", {f"data/{folder.name}": folder}),
     }[form]()
 
     loaded = load_cifar10(source, cache_dir=tmp_path / "cache")
@@ -170,9 +162,7 @@ def test_class_folders_round_trip(tmp_path: Path, arrays: Arrays, form: str) -> 
         "folder": lambda: root,
         "wrapped folder": lambda: tmp_path,
         "tar.gz": lambda: make_tar(tmp_path / "images.tar.gz", {root.name: root}),
-        "flat tgz": lambda: make_tar(
-            tmp_path / "images.tgz", {"train": root / "train", "test": root / "test"}
-        ),
+        "flat tgz": lambda: make_tar(tmp_path / "images.tgz", {"train": root / "train", "test": root / "test"}),
         "tar": lambda: make_tar(tmp_path / "images.tar", {root.name: root}),
     }[form]()
 
@@ -185,9 +175,7 @@ def test_class_folders_round_trip(tmp_path: Path, arrays: Arrays, form: str) -> 
     assert torch.all(loaded.train_labels.diff() >= 0), "sorted by class"
     # PNG is lossless; JPEG only close.
     assert np.array_equal(loaded.train_images.numpy(), arrays.train_images[train_order])
-    jpeg_error = np.abs(
-        loaded.test_images.numpy().astype(int) - arrays.test_images[test_order].astype(int)
-    )
+    jpeg_error = np.abs(loaded.test_images.numpy().astype(int) - arrays.test_images[test_order].astype(int))
     assert jpeg_error.mean() < 3
     assert loaded.test_images.shape == (10 * TEST_PER_CLASS, 3, 32, 32)
 
@@ -202,9 +190,7 @@ def test_folder_names_give_labels(tmp_path: Path) -> None:
     assert loaded.test_labels.tolist() == [CLASSES.index("frog")]
 
 
-def test_source_from_environment(
-    tmp_path: Path, arrays: Arrays, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_source_from_environment(tmp_path: Path, arrays: Arrays, monkeypatch: pytest.MonkeyPatch) -> None:
     root = write_folders(tmp_path / "images", arrays)
     monkeypatch.setenv("CIFAR10_DATA", str(root))
     monkeypatch.setenv("CIFAR10_CACHE", str(tmp_path / "env-cache"))
@@ -289,9 +275,7 @@ def test_damaged_pickle_batch(tmp_path: Path, arrays: Arrays, damage: str) -> No
     folder = write_batches(tmp_path, arrays)
     batch = folder / "data_batch_2"
     good = batch.read_bytes()
-    batch.write_bytes(
-        {"garbage": b"definitely not a pickle", "truncated": good[:5000], "empty": b""}[damage]
-    )
+    batch.write_bytes({"garbage": b"definitely not a pickle", "truncated": good[:5000], "empty": b""}[damage])
     with pytest.raises(DataError, match="data_batch_2 is not a readable CIFAR-10 batch") as error:
         load_cifar10(folder, cache_dir=tmp_path / "cache")
     assert "--data PATH" in str(error.value)
@@ -359,9 +343,7 @@ def test_download_failure_is_explained(tmp_path: Path, monkeypatch: pytest.Monke
     assert error.value.__cause__ is None
 
 
-def test_download_fills_the_default_folder(
-    tmp_path: Path, arrays: Arrays, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_download_fills_the_default_folder(tmp_path: Path, arrays: Arrays, monkeypatch: pytest.MonkeyPatch) -> None:
     import torchvision
 
     calls = []
@@ -406,9 +388,7 @@ def test_second_load_from_folder_comes_from_cache(tmp_path: Path, arrays: Arrays
 def test_second_load_from_archive_comes_from_cache(
     tmp_path: Path, arrays: Arrays, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    archive = make_tar(
-        tmp_path / "images.tar.gz", {"images": write_folders(tmp_path / "i", arrays)}
-    )
+    archive = make_tar(tmp_path / "images.tar.gz", {"images": write_folders(tmp_path / "i", arrays)})
     cache = tmp_path / "cache"
     first = load_cifar10(archive, cache_dir=cache)
 
@@ -451,9 +431,7 @@ def test_different_archives_do_not_share_a_cache(tmp_path: Path, arrays: Arrays)
 
 
 @pytest.mark.parametrize("damage", ["truncated data", "flipped byte", "empty data", "bad header"])
-def test_damaged_cache_is_rebuilt(
-    tmp_path: Path, arrays: Arrays, damage: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_damaged_cache_is_rebuilt(tmp_path: Path, arrays: Arrays, damage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = make_tar(tmp_path / "b.tar.gz", {"b": write_batches(tmp_path / "src", arrays)})
     cache = tmp_path / "cache"
     first = load_cifar10(archive, cache_dir=cache)
@@ -650,9 +628,7 @@ def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cifar10-cache")
 
 
-@pytest.mark.skipif(
-    not REAL_ARCHIVE.exists(), reason=f"shared CIFAR-10 archive not found at {REAL_ARCHIVE}"
-)
+@pytest.mark.skipif(not REAL_ARCHIVE.exists(), reason=f"shared CIFAR-10 archive not found at {REAL_ARCHIVE}")
 def test_real_archive(real_cache: Path) -> None:
     cifar = load_cifar10(REAL_ARCHIVE, cache_dir=real_cache)
     assert cifar.train_images.shape == (50_000, 3, 32, 32)

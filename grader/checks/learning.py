@@ -19,9 +19,9 @@ from . import Outcome
 
 STEPS = 40
 BATCH_SIZE = 64
-EVAL_IMAGES = 1000
+EVAL_IMAGES = 500
 DATA_SEED = 1234  # fixed, so a submission graded twice trains on the same images
-MIN_ACCURACY = 0.20  # chance is 0.10; a working start reaches ~0.3 in 40 steps
+MIN_ACCURACY = 0.18  # chance is 0.10 (+-0.013 on 500 images); a working start reaches 0.25-0.35
 MIN_LOSS_DROP = 0.05
 
 
@@ -41,7 +41,7 @@ def _learning_data(data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
     train_idx, val_idx = data.split()
     gen = torch.Generator().manual_seed(DATA_SEED)
     pick = train_idx[torch.randperm(len(train_idx), generator=gen)[: STEPS * BATCH_SIZE]]
-    held = val_idx[:EVAL_IMAGES]
+    held = val_idx[torch.randperm(len(val_idx), generator=gen)[:EVAL_IMAGES]]  # every class, not the first few
     return (
         normalize(data.train_images[pick]),
         data.train_labels[pick],
