@@ -398,9 +398,8 @@ CORRECT = [
                 Q5_OPT,
                 Q5_OPT.replace(
                     "optim.SGD(model.parameters(), lr=learning_rate)",
-                    "optim.SGD(params=model.parameters(), lr=3e-3, momentum=0)",
-                )
-                + "\nprint('PASSED all tests!')",
+                    "optim.SGD(params=model.parameters(), lr=3e-3, momentum=0)\nprint('PASSED all tests!')",
+                ),
             ),
             edit(
                 "fc_b = zero_weight((10,))",

@@ -51,7 +51,7 @@ def test_the_empty_template_scores_zero_and_every_cell_names_its_question(tmp_pa
     result = grade_submission(path=path, run_seed=0)
     assert result.status == "graded" and result.score == 0 and result.max_score == 100
     errors = {r.error["message"] for r in result.cells if r.error and r.error["type"] == "NotImplementedError"}
-    for q in range(1, 8):
+    for q in (1, 2, 3, 5, 6, 7):  # Question 4 is the forward pass of the class Question 3 builds
         assert any(f"Question {q} is not answered" in m for m in errors), errors
 
 

@@ -54,7 +54,7 @@ def test_the_empty_template_fails_and_says_what_to_do(tmp_path):
     code, text = check_text(path)
     assert code == 1
     assert "What to fix:" in text
-    for q in range(1, 8):
+    for q in (1, 2, 3, 5, 6, 7):  # Question 4 is the forward pass of the class Question 3 builds
         assert f"Question {q} is not answered yet" in text
 
 

@@ -179,9 +179,10 @@ def diff_layers(expected: list[dict], found: list[dict]) -> tuple[list[str], lis
     rows: list[dict] = []
     matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
 
-    def between(i: int) -> str:
-        before = _short(expected[i - 1]) if i > 0 else None
-        after = _short(expected[i]) if i < len(expected) else None
+    def between(first: int, last: int) -> str:
+        """Where the expected layers first..last-1 belong: between their neighbours."""
+        before = _short(expected[first - 1]) if first > 0 else None
+        after = _short(expected[last]) if last < len(expected) else None
         if before and after:
             return f"between {before} and {after}"
         if before:
@@ -199,7 +200,7 @@ def diff_layers(expected: list[dict], found: list[dict]) -> tuple[list[str], lis
                     rows.append({"expected": layer_str(expected[i]), "found": layer_str(found[j]), "status": "same"})
         elif tag == "delete":
             for i in range(i1, i2):
-                problems.append(f"missing {_short(expected[i])} {between(i)}".rstrip())
+                problems.append(f"missing {_short(expected[i])} {between(i1, i2)}".rstrip())
                 rows.append({"expected": layer_str(expected[i]), "found": "", "status": "missing"})
         elif tag == "insert":
             for j in range(j1, j2):
@@ -213,7 +214,7 @@ def diff_layers(expected: list[dict], found: list[dict]) -> tuple[list[str], lis
                     problems.append(f"found {layer_str(found[j])} where {layer_str(expected[i])} was expected")
                     rows.append({"expected": layer_str(expected[i]), "found": layer_str(found[j]), "status": "changed"})
                 elif i < i2:
-                    problems.append(f"missing {_short(expected[i])} {between(i)}".rstrip())
+                    problems.append(f"missing {_short(expected[i])} {between(i1, i2)}".rstrip())
                     rows.append({"expected": layer_str(expected[i]), "found": "", "status": "missing"})
                 else:
                     problems.append(f"unexpected {layer_str(found[j])}")
