@@ -364,14 +364,15 @@ def train_part2_replay(
     capture = rt.capture_for(question)
     if capture is None:
         raise LookupError(f"nothing was captured for {question}")
-    params = [
-        p.detach().clone().requires_grad_(p.requires_grad) if isinstance(p, torch.Tensor) else p
-        for p in capture.objects["params"]
-    ]
-    # Keep leaf-ness as the student made it: a non-leaf parameter has no .grad to update.
-    for i, original in enumerate(capture.objects["params"]):
-        if isinstance(original, torch.Tensor) and not original.is_leaf:
-            params[i] = params[i] * 1.0
+
+    def copy_of(p):
+        if not isinstance(p, torch.Tensor):
+            return p
+        copy = p.detach().clone().requires_grad_(p.requires_grad)
+        # Keep leaf-ness as the student made it: a non-leaf parameter has no .grad to update.
+        return copy if p.is_leaf else copy * 1.0
+
+    params = [copy_of(p) for p in capture.objects["params"]]
     before = [p.detach().clone() if isinstance(p, torch.Tensor) else None for p in params]
     loader = _OneBatch([(x, y)])
     with rt.globals_bound(loader_train=loader, loader_val=loader, print_every=10**9):

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import io
 import itertools
 import linecache
@@ -226,6 +229,29 @@ def fake_cifar10_tensors(*args, **kwargs):
     )
 
 
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Sets attributes of a module right after it is first imported."""
+
+    def __init__(self, name: str, attributes: dict[str, Any]):
+        self.name, self.attributes = name, attributes
+
+    def find_spec(self, name, path, target=None):
+        if name != self.name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            for attribute, value in self.attributes.items():
+                setattr(module, attribute, value)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
 class NullModule(types.ModuleType):
     """An importable stand-in for display-only packages (plotting, Colab) that the
     worker does not provide: every attribute is a harmless no-op."""
@@ -253,6 +279,8 @@ class _Null:
         return False
 
 
+# Display-only packages a notebook may import: stand-ins where they are missing (and
+# always for Colab, which is never real here), so an import does not fail the cell.
 NULL_MODULES = ("google", "google.colab", "google.colab.drive", "matplotlib", "matplotlib.pyplot")
 
 
@@ -290,12 +318,12 @@ class Runtime:
         torch.cuda.is_available = lambda: False
         torch.utils.data.DataLoader = ShortLoader
         torch.utils.data.dataloader.DataLoader = ShortLoader
-        try:
-            import torchvision.datasets
-
-            torchvision.datasets.CIFAR10 = FakeCIFAR10
-        except ImportError:
-            pass
+        # torchvision takes seconds to import and few notebooks use it: its CIFAR10 is
+        # replaced when (and if) the student's code imports torchvision.datasets.
+        if "torchvision.datasets" in sys.modules:
+            sys.modules["torchvision.datasets"].CIFAR10 = FakeCIFAR10
+        else:
+            sys.meta_path.insert(0, _PatchOnImport("torchvision.datasets", {"CIFAR10": FakeCIFAR10}))
         try:
             from grader import data
 
@@ -304,10 +332,10 @@ class Runtime:
             pass
         for name in NULL_MODULES:
             try:
-                if name.startswith("google"):
-                    raise ImportError
-                __import__(name)
-            except ImportError:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found or name.startswith("google.colab"):
                 sys.modules[name] = NullModule(name)
 
         def recording_train_part2(model_fn, params, learning_rate, *args, **kwargs):
