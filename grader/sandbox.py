@@ -53,6 +53,7 @@ class Limits:
     threads: int = 1
     reply_bytes: int = 1 << 30
     train_seconds: float = 900.0  # retraining a Question 7 model without a checkpoint
+    gpu: bool | None = None  # for that retraining; None: use one when the machine has one
 
 
 class WorkerError(Exception):
@@ -98,8 +99,8 @@ def hideable(path: Path) -> bool:
     return path.exists() and not any(r == path or path in r.parents for r in runtime_paths())
 
 
-def _scrubbed_env(threads: int) -> dict[str, str]:
-    return {
+def _scrubbed_env(threads: int, gpu: bool = False) -> dict[str, str]:
+    env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "PYTHONHASHSEED": "0",
@@ -108,6 +109,18 @@ def _scrubbed_env(threads: int) -> dict[str, str]:
         "MKL_NUM_THREADS": str(threads),
         "CUDA_VISIBLE_DEVICES": "",
     }
+    if gpu:  # only retraining a Question 7 model uses it; the grader's own choice of devices stands
+        env.pop("CUDA_VISIBLE_DEVICES")
+        if "CUDA_VISIBLE_DEVICES" in os.environ:
+            env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return env
+
+
+@functools.cache
+def gpu_present() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class Worker:
@@ -120,6 +133,7 @@ class Worker:
         self.isolated = namespaces_available() if isolate is None else isolate
         self.proc: subprocess.Popen | None = None
         self.requests = 0
+        self.gpu = gpu_present() if limits.gpu is None else limits.gpu
 
     def start(self, *, seed: int, files: dict[str, bytes] | None = None, timeout: float = 60.0) -> None:
         import torch
@@ -146,7 +160,7 @@ class Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env=_scrubbed_env(self.limits.threads),
+            env=_scrubbed_env(self.limits.threads, self.gpu),
             cwd=self.private_root,
             start_new_session=True,
         )
@@ -162,6 +176,7 @@ class Worker:
                 threads=self.limits.threads,
                 output_cap=self.limits.output_chars,
                 files=payload,
+                gpu=self.gpu,
             )
         except StudentError as exc:  # only the worker's own set-up can fail here
             self.kill()

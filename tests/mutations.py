@@ -348,6 +348,18 @@ BUGS = [
 
 CORRECT = [
     Mutation(
+        "ok-forward-with-f-conv2d-on-the-module-weights",
+        None,
+        (
+            edit(
+                Q4_BODY,
+                "        x = F.relu(F.conv2d(x, self.conv1.weight, self.conv1.bias, padding=2))\n"
+                "        x = F.relu(F.conv2d(x, self.conv2.weight, self.conv2.bias, padding=1))\n"
+                "        scores = F.linear(x.flatten(1), self.fc.weight, self.fc.bias)\n",
+            ),
+        ),
+    ),
+    Mutation(
         "ok-torch-flatten-and-matmul-operator",
         None,
         (edit(Q1_FC, "    scores = torch.flatten(x, start_dim=1) @ fc_w + fc_b\n"),),

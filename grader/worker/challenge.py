@@ -108,12 +108,13 @@ def q7_predict(
         if not load["loaded"]:
             return {"predictions": None, "load": load}
     model.eval()
+    device = next(model.parameters(), torch.empty(0)).device  # a GPU after a retrain there
     predictions = []
     started = time.monotonic()
     with rt.globals_bound(), torch.no_grad():
         for i in range(0, len(images), batch_size):
-            scores = model(_normalized(images[i : i + batch_size], mean, std))
-            predictions.append(scores.argmax(dim=1))
+            scores = model(_normalized(images[i : i + batch_size], mean, std).to(device))
+            predictions.append(scores.argmax(dim=1).cpu())
     return {"predictions": torch.cat(predictions), "load": load, "seconds": time.monotonic() - started}
 
 

@@ -28,7 +28,7 @@ def serve(channel_in: BinaryIO, channel_out: BinaryIO, workdir: str) -> None:
             if op == "init":
                 torch.set_num_threads(int(args.get("threads", 1)))
                 write_files(workdir, args.get("files", {}))
-                runtime = Runtime(seed=int(args["seed"]), output_cap=int(args["output_cap"]))
+                runtime = Runtime(seed=int(args["seed"]), output_cap=int(args["output_cap"]), gpu=bool(args.get("gpu")))
                 reply = {"ok": True, "result": {"workdir": workdir}}
             elif runtime is None:
                 reply = {"ok": False, "error": {"type": "ProtocolError", "message": "init first"}}
