@@ -43,32 +43,21 @@ def main() -> None:
     loader = functools.partial(load_cifar10, args.data)
     loader()  # decode and cache before timing
     limits = Limits(threads=args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
+
+    def grade_q7(path: Path) -> tuple[dict, float]:
+        """Question 7's measurement (and the seconds the whole grade took)."""
         started = time.perf_counter()
-        result = grade_submission(
-            path=submission(Path(tmp) / "ckpt", epochs=10, checkpoint=True),
-            questions={"Q7"},
-            data_loader=loader,
-            limits=limits,
-            run_seed=0,
-        )
-        total = time.perf_counter() - started
-        c = result.challenge
+        result = grade_submission(path=path, questions={"Q7"}, data_loader=loader, limits=limits, run_seed=0)
+        return result.challenge, time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as tmp:
+        c, total = grade_q7(submission(Path(tmp) / "ckpt", epochs=10, checkpoint=True))
         print(
             f"checkpoint: evaluation of {c['val_images'] + c['test_images']:,} images took {c['eval_seconds']:.2f} s "
             f"in the worker; the whole Q7 grade took {total:.1f} s (worker start and notebook cells included)"
         )
         print(f"            validation {100 * c['val_accuracy']:.1f}%, test {100 * c['test_accuracy']:.1f}%")
-        started = time.perf_counter()
-        result = grade_submission(
-            path=submission(Path(tmp) / "retrain", epochs=1, checkpoint=False),
-            questions={"Q7"},
-            data_loader=loader,
-            limits=limits,
-            run_seed=0,
-        )
-        total = time.perf_counter() - started
-        c = result.challenge
+        c, total = grade_q7(submission(Path(tmp) / "retrain", epochs=1, checkpoint=False))
         per_epoch = c["history"]["seconds"][0] if c["history"]["seconds"] else float("nan")
         print(
             f"retrain:    1 epoch of the typical model took {per_epoch:.1f} s of training "
