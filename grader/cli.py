@@ -73,7 +73,7 @@ def _grading_parser() -> argparse.ArgumentParser:
         type=float,
         default=600.0,
         metavar="S",
-        help="seconds one submission may take (default: 600)",
+        help="seconds one submission may take, retraining aside (default: 600)",
     )
     p.add_argument(
         "--train-budget",

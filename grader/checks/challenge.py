@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 import torch
 
@@ -159,6 +160,7 @@ def _retrain(ctx: Context, splits: dict, result: dict) -> dict | None:
     from ..data import MEAN, STD
 
     budget = ctx.session.limits.train_seconds
+    started = time.monotonic()
     out = ctx.probe(
         "q7_retrain",
         timeout=budget + 300,
@@ -173,6 +175,7 @@ def _retrain(ctx: Context, splits: dict, result: dict) -> dict | None:
         budget=budget,
         cells=cells,
     )
+    ctx.retrain_seconds += time.monotonic() - started
     history_acc = [float((p == splits["val_labels"]).double().mean()) for p in out["epoch_predictions"]]
     result.update(
         retrain_mode=out["mode"],
