@@ -90,21 +90,19 @@ def crashed_result(
 
 
 def private_paths(*, submissions: Path, out: Path, data: str | None, cache_dir: str | None) -> list[Path]:
-    """Folders a student's code must not see: the answer key and the project's tests and
-    examples, every submission, the reports, the dataset and its cache (test labels)."""
+    """Folders a student's code must not see. A worker's filesystem holds only Python,
+    the grader package and system libraries (see worker/__main__.py), so these matter
+    only where they lie inside one of those: the answer key installed in site-packages,
+    say, or submissions kept inside the virtual environment."""
     import reference_solution
 
     from .data import DEFAULT_CACHE_DIR
 
     paths = [Path(reference_solution.__file__).resolve().parent, submissions.resolve(), out.resolve()]
-    project = Path(__file__).resolve().parent.parent
-    if (project / "pyproject.toml").exists():
-        paths += [project / name for name in ("tests", "examples", "benchmarks", "student_template", "reports")]
     if data:
         source = Path(data).expanduser().resolve()
         paths.append(source if source.is_dir() else source.parent)
     paths.append(Path(cache_dir or os.environ.get("CIFAR10_CACHE") or DEFAULT_CACHE_DIR).expanduser())
-    paths.append(Path.home())
     return sorted({p.resolve() for p in paths if hideable(p)})
 
 

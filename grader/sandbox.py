@@ -2,9 +2,11 @@
 
 A worker is ``python -I -m grader.worker`` in a subprocess. Where Linux allows
 unprivileged namespaces it runs inside ``unshare``: its own user, mount, network and
-PID namespaces, so it has no network, sees an empty tmpfs where the grader's private
-folders are (the reference solution, other submissions, reports, the dataset and its
-labels), and dies with all its children when killed. Elsewhere it is a plain
+PID namespaces, so it has no network, and a filesystem of its own that holds only
+Python, the grader package and the system's libraries, read-only, plus a private /tmp
+(the reference solution, other submissions, reports, the dataset and its labels, the
+home folder and every socket are simply absent), and dies with all its children when
+killed. Elsewhere it is a plain
 subprocess with the same time and output limits. The environment is scrubbed either way.
 """
 
@@ -132,6 +134,7 @@ class Worker:
         self.limits = limits
         self.isolated = namespaces_available() if isolate is None else isolate
         self.proc: subprocess.Popen | None = None
+        self.private: Path | None = None
         self.requests = 0
         self.gpu = gpu_present() if limits.gpu is None else limits.gpu
 
@@ -146,15 +149,14 @@ class Worker:
             "runpy.run_module('grader.worker', run_name='__main__', alter_sys=True)"
         )
         cmd = [sys.executable, "-I", "-c", bootstrap, package_parent, "--memory", str(self.limits.memory_bytes)]
-        cmd += ["--private", str(self.private_root)]
+        self.private_root.mkdir(parents=True, exist_ok=True)
+        # Isolated, this empty folder becomes the worker's root; otherwise it holds its files.
+        self.private = Path(tempfile.mkdtemp(prefix="worker-", dir=self.private_root))
+        cmd += ["--private", str(self.private)]
         if self.isolated:
-            cmd = [*_UNSHARE, *cmd, "--isolate"]
-            temp = Path(tempfile.gettempdir())
-            if hideable(temp):  # other workers' folders and sockets live there
-                cmd += ["--scratch", str(temp)]
+            cmd = [*_UNSHARE, *cmd, "--isolate"] + (["--gpu"] if self.gpu else [])
             for path in self.hide:
                 cmd += ["--hide", path]
-        self.private_root.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -254,6 +256,9 @@ class Worker:
     def close(self) -> None:
         self.kill()
         self.proc = None
+        if self.private is not None:  # the files a non-isolated worker left behind
+            shutil.rmtree(self.private, ignore_errors=True)
+            self.private = None
 
     def __enter__(self) -> Worker:
         return self

@@ -20,57 +20,102 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-# Writable scratch space the worker needs besides its working folder.
-SCRATCH = ("/dev/shm",)
-# Unix sockets live here (a Docker or D-Bus socket, say); the network namespace does not
-# cover sockets bound to a path, so these folders are hidden.
-SOCKET_DIRS = ("/run", "/var/run")
+# What a worker's filesystem holds besides Python and the grader: the system's programs
+# and libraries, a few files from /etc, device nodes, and /sys for CPU and GPU discovery.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys")
+ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 1 << 14, 1 << 18
 
 
-def isolate_filesystem(paths: list[str], private: str | None, scratch: str | None) -> None:
-    """Make the whole filesystem read-only, cover each private path with an empty
-    read-only tmpfs, and give the worker writable space of its own: a fresh tmpfs on
-    ``scratch`` (the system temp folder) in which ``private`` (the folder that holds
-    the working folder) is created, or on ``private`` itself.
+def _mount(libc, source, target: str, fstype, flags: int, data=None) -> None:
+    if libc.mount(source, os.fsencode(target), fstype, flags, data) != 0:
+        raise OSError(ctypes.get_errno(), f"cannot mount {target}")
 
-    Only possible as root of a private mount namespace (``unshare --user --mount``).
+
+def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool) -> None:
+    """Make ``root`` (a fresh tmpfs) the worker's whole filesystem and switch to it.
+
+    It holds, read-only and at their usual paths, only what running Python and the grader
+    needs (``expose``: the interpreter, its libraries, the grader package) and the
+    system's libraries; plus a private writable /tmp and /dev/shm. The answer key, other
+    submissions, reports, the dataset, the home folder and every socket are simply not
+    there. ``hide`` covers anything private that lies inside an exposed folder (the answer
+    key installed in site-packages, say). Only possible as root of a private mount
+    namespace (``unshare --user --mount``); the old root is detached afterwards.
     """
     libc = _libc()
-    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_PRIVATE, MS_REC = 1, 2, 4, 1 << 18, 1 << 14
     # Mounts made here must not propagate back to the parent namespace.
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        raise OSError(ctypes.get_errno(), "cannot make mounts private")
-    make_read_only(libc)
+    _mount(libc, b"none", "/", None, MS_REC | MS_PRIVATE)
+    _mount(libc, b"tmpfs", root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4g,mode=755")
+    devices = list(DEVICES)
+    if gpu:
+        devices += [os.path.join("/dev", n) for n in os.listdir("/dev") if n.startswith("nvidia")]
+    for path in [*SYSTEM_DIRS, *ETC_FILES, *devices, *expose]:
+        if not os.path.lexists(path):
+            continue
+        target = root + path
+        if os.path.islink(path) and not any(path == e or path.startswith(e + "/") for e in expose):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.lexists(target):
+                os.symlink(os.readlink(path), target)  # /bin -> usr/bin on merged-/usr systems
+            continue
+        if os.path.isdir(path):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "a").close()
+        _mount(libc, os.fsencode(path), target, None, MS_BIND | MS_REC)
+        read_only(libc, target)
+    for path in hide:
+        if os.path.isdir(root + path):
+            _mount(libc, b"tmpfs", root + path, b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, b"size=4k")
+    for path in ("/tmp", "/dev/shm"):
+        os.makedirs(root + path, exist_ok=True)
+        _mount(libc, b"tmpfs", root + path, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4g,mode=1777")
+    os.makedirs(root + "/proc", exist_ok=True)
+    _mount(libc, b"proc", root + "/proc", b"proc", MS_NOSUID | MS_NODEV)
+    # Switch to the new root and let go of the old one entirely.
+    old = root + "/.old-root"
+    os.makedirs(old)
+    SYS_PIVOT_ROOT, MNT_DETACH = 155, 2
+    if libc.syscall(SYS_PIVOT_ROOT, os.fsencode(root), os.fsencode(old)) != 0:
+        raise OSError(ctypes.get_errno(), "cannot switch to the private root")
+    os.chdir("/")
+    if libc.umount2(b"/.old-root", MNT_DETACH) != 0:
+        raise OSError(ctypes.get_errno(), "cannot detach the old root")
+    os.rmdir("/.old-root")
+    read_only(libc, "/", recursive=False)
 
-    def tmpfs(path: str, *, writable: bool) -> None:
-        if not path or not os.path.isdir(path) or os.path.islink(path):
-            return
-        flags = MS_NOSUID | MS_NODEV | (0 if writable else MS_RDONLY)
-        if libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", flags, b"size=4g,mode=1777") != 0:
-            raise OSError(ctypes.get_errno(), f"cannot mount a private tmpfs on {path}")
 
-    for path in (*SOCKET_DIRS, *paths):
-        tmpfs(path, writable=False)
-    for path in SCRATCH:
-        tmpfs(path, writable=True)
-    if scratch:
-        tmpfs(scratch, writable=True)
-        os.makedirs(private, exist_ok=True)
-    else:
-        tmpfs(private, writable=True)
-
-
-def make_read_only(libc) -> None:
-    """Every mount read-only (mount_setattr, Linux 5.12+), so student code cannot change
-    the grader, its rubric or anything else on the host."""
+def read_only(libc, path: str, *, recursive: bool = True) -> None:
+    """Make a mount (and those below it) read-only with mount_setattr (Linux 5.12+)."""
 
     class MountAttr(ctypes.Structure):
         _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
 
     SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
     attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    if libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
-        raise OSError(ctypes.get_errno(), "cannot make the filesystem read-only")
+    flags = AT_RECURSIVE if recursive else 0
+    if (
+        libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, os.fsencode(path), flags, ctypes.byref(attr), ctypes.sizeof(attr))
+        != 0
+    ):
+        raise OSError(ctypes.get_errno(), f"cannot make {path} read-only")
+
+
+def runtime_paths() -> list[str]:
+    """What this worker runs on: the interpreter's installation and libraries, and the
+    grader package alone (not the project folder around it, which holds the answer key)."""
+    import grader
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(grader.__file__)}
+    paths.update(p for p in sys.path if p and os.path.isdir(p) and not os.path.isdir(os.path.join(p, "grader")))
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    real = sorted({os.path.realpath(p) for p in paths} | paths)
+    # Keep only outermost folders: a folder inside another is already there.
+    return [p for p in real if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in real)]
 
 
 def drop_privileges() -> None:
@@ -107,8 +152,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m grader.worker")
     parser.add_argument("--isolate", action="store_true", help="hide paths and drop privileges")
     parser.add_argument("--hide", action="append", default=[])
-    parser.add_argument("--private", help="folder for the working folder, private to this worker")
-    parser.add_argument("--scratch", help="a folder to replace with a fresh tmpfs (the system temp folder)")
+    parser.add_argument(
+        "--private", help="an empty folder: the new root when isolated, else the working folder's parent"
+    )
+    parser.add_argument("--gpu", action="store_true", help="expose the GPU devices")
     parser.add_argument("--memory", type=int, default=0, help="address-space limit in bytes")
     args = parser.parse_args()
 
@@ -123,10 +170,10 @@ def main() -> None:
 
     try:
         if args.isolate:
-            isolate_filesystem(args.hide, args.private, args.scratch)
+            build_root(args.private, expose=runtime_paths(), hide=args.hide, gpu=args.gpu)
             drop_privileges()
         limit_resources(args.memory)
-        workdir = tempfile.mkdtemp(prefix="submission-", dir=args.private)
+        workdir = tempfile.mkdtemp(prefix="submission-", dir="/tmp" if args.isolate else args.private)
         os.chdir(workdir)
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir
         # Imported only now, after the private paths are hidden.
