@@ -786,6 +786,42 @@ def test_a_cell_cannot_write_outside_its_working_folder(worker, tmp_path):
         target.unlink(missing_ok=True)
 
 
+@needs_namespaces
+def test_a_worker_runs_when_python_and_the_grader_live_in_the_temp_folder(tmp_path):
+    """A checkout under the temp folder (a CI clone, say): the worker's own /tmp must not
+    cover the interpreter or the grader package it runs on."""
+    venv, project = tmp_path / "venv", tmp_path / "project"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    (site / "outer.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")))
+    package = Path(__file__).resolve().parent.parent / "grader"
+    shutil.copytree(package, project / "grader", ignore=shutil.ignore_patterns("__pycache__"))
+    script = textwrap.dedent(
+        """
+        import json, sys, textwrap
+        from pathlib import Path
+        from grader.sandbox import Limits, Worker
+        w = Worker(hide=[], private_root=Path(sys.argv[1]), limits=Limits(), isolate=True)
+        w.start(seed=0)
+        cell = "import grader, json, sys\\nprint(json.dumps([sys.prefix, grader.__file__]))"
+        out = w.call("run_cell", timeout=30, index=0, source=cell, question=None)
+        w.close()
+        print(out["stdout"])
+        """
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script, str(tmp_path / "workers")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    prefix, package_file = json.loads(done.stdout.strip().splitlines()[-1])
+    assert prefix == str(venv)
+    assert package_file == str(project / "grader" / "__init__.py")
+
+
 class _NotStarted(Exception):
     pass
 

@@ -49,6 +49,11 @@ def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool) -> N
     # Mounts made here must not propagate back to the parent namespace.
     _mount(libc, b"none", "/", None, MS_REC | MS_PRIVATE)
     _mount(libc, b"tmpfs", root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4g,mode=755")
+    # Scratch space first: Python or the grader may themselves live under /tmp, and are
+    # then mounted on top of it.
+    for path in ("/tmp", "/dev/shm"):
+        os.makedirs(root + path, exist_ok=True)
+        _mount(libc, b"tmpfs", root + path, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4g,mode=1777")
     devices = list(DEVICES)
     if gpu:
         devices += [os.path.join("/dev", n) for n in os.listdir("/dev") if n.startswith("nvidia")]
@@ -71,9 +76,6 @@ def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool) -> N
     for path in hide:
         if os.path.isdir(root + path):
             _mount(libc, b"tmpfs", root + path, b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, b"size=4k")
-    for path in ("/tmp", "/dev/shm"):
-        os.makedirs(root + path, exist_ok=True)
-        _mount(libc, b"tmpfs", root + path, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4g,mode=1777")
     os.makedirs(root + "/proc", exist_ok=True)
     _mount(libc, b"proc", root + "/proc", b"proc", MS_NOSUID | MS_NODEV)
     # Switch to the new root and let go of the old one entirely.
