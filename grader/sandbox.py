@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 import secrets
 import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -58,6 +58,21 @@ class Limits:
     gpu: bool | None = None  # for that retraining; None: use one when the machine has one
 
 
+class _DeadlineReader:
+    """The worker's stdout as a stream whose reads give up, and stop the worker, at a deadline."""
+
+    def __init__(self, worker: Worker, deadline: float):
+        self.worker, self.deadline = worker, deadline
+        self.fd = worker.proc.stdout.fileno()
+
+    def read(self, n: int) -> bytes:
+        left = self.deadline - time.monotonic()
+        if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+            self.worker.kill()
+            raise WorkerTimeout("the worker did not answer in time and was stopped")
+        return os.read(self.fd, min(n, 1 << 20))
+
+
 class WorkerError(Exception):
     """The worker could not answer: it died, hung, or broke the protocol."""
 
@@ -77,7 +92,9 @@ class StudentError(Exception):
 @functools.cache
 def namespaces_available() -> bool:
     """Whether this machine lets an unprivileged process create the namespaces we use."""
-    if sys.platform != "linux" or shutil.which("unshare") is None:
+    from .worker.__main__ import PIVOT_ROOT_SYSCALL
+
+    if sys.platform != "linux" or shutil.which("unshare") is None or platform.machine() not in PIVOT_ROOT_SYSCALL:
         return False
     try:
         done = subprocess.run([*_UNSHARE, "true"], capture_output=True, timeout=20)
@@ -216,26 +233,7 @@ class Worker:
         return reply.get("result")
 
     def _read_reply(self, deadline: float) -> Any:
-        fd = self.proc.stdout.fileno()
-
-        def read(n: int) -> bytes:
-            chunks, remaining = [], n
-            while remaining:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([fd], [], [], left)[0]:
-                    self.kill()
-                    raise WorkerTimeout("the worker did not answer in time and was stopped")
-                chunk = os.read(fd, min(remaining, 1 << 20))
-                if not chunk:
-                    raise EOFError("the worker closed its channel")
-                chunks.append(chunk)
-                remaining -= len(chunk)
-            return b"".join(chunks)
-
-        magic, total, header_len = struct.unpack(">4sQQ", read(20))
-        if magic != wire.MAGIC or total > self.limits.reply_bytes or header_len > total:
-            raise wire.WireError("bad frame")
-        return wire.decode(read(total), header_len)
+        return wire.read_message(_DeadlineReader(self, deadline), max_bytes=self.limits.reply_bytes)
 
     def kill(self) -> int | None:
         """Stop the worker and everything it started; return its exit status."""

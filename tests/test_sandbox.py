@@ -822,6 +822,14 @@ def test_a_worker_runs_when_python_and_the_grader_live_in_the_temp_folder(tmp_pa
     assert package_file == str(project / "grader" / "__init__.py")
 
 
+def test_a_worker_that_cannot_set_itself_up_says_why(tmp_path):
+    """An impossible memory limit fails inside the worker, before any student code; the
+    grader hears the reason, not just that the channel broke."""
+    limits = Limits(cell_seconds=20, memory_bytes=1 << 70)
+    with pytest.raises(WorkerError, match=r"could not start: .*Error"):
+        new_worker(tmp_path, limits=limits)
+
+
 class _NotStarted(Exception):
     pass
 

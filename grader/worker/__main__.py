@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import platform
 import resource
 import sys
 import tempfile
@@ -27,6 +28,8 @@ ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/passwd", "/etc/group",
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 1 << 14, 1 << 18
+# pivot_root(2) has no libc wrapper; its number differs between architectures.
+PIVOT_ROOT_SYSCALL = {"x86_64": 155, "aarch64": 41, "riscv64": 41}
 
 
 def _mount(libc, source, target: str, fstype, flags: int, data=None) -> None:
@@ -81,8 +84,8 @@ def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool) -> N
     # Switch to the new root and let go of the old one entirely.
     old = root + "/.old-root"
     os.makedirs(old)
-    SYS_PIVOT_ROOT, MNT_DETACH = 155, 2
-    if libc.syscall(SYS_PIVOT_ROOT, os.fsencode(root), os.fsencode(old)) != 0:
+    MNT_DETACH = 2
+    if libc.syscall(PIVOT_ROOT_SYSCALL[platform.machine()], os.fsencode(root), os.fsencode(old)) != 0:
         raise OSError(ctypes.get_errno(), "cannot switch to the private root")
     os.chdir("/")
     if libc.umount2(b"/.old-root", MNT_DETACH) != 0:
@@ -181,18 +184,20 @@ def main() -> None:
         # Imported only now, after the private paths are hidden.
         from .serve import serve
     except BaseException as exc:
-        report_setup_failure(channel_out, exc)
+        report_setup_failure(channel_in, channel_out, exc)
         raise SystemExit(3) from None
     serve(channel_in, channel_out, workdir)
 
 
-def report_setup_failure(channel, exc: BaseException) -> None:
-    """Tell the grader why the worker could not start (its stderr goes nowhere)."""
+def report_setup_failure(channel_in, channel_out, exc: BaseException) -> None:
+    """Tell the grader why the worker could not start (its stderr goes nowhere), as the
+    reply to its first request, the ``init`` the grader sends right after starting it."""
     from . import wire
 
-    message = f"{type(exc).__name__}: {exc}"
+    error = {"type": "WorkerSetupError", "message": f"{type(exc).__name__}: {exc}"}
     with contextlib.suppress(Exception):
-        wire.write_message(channel, {"ok": False, "error": {"type": "WorkerSetupError", "message": message}})
+        request = wire.read_message(channel_in)
+        wire.write_message(channel_out, {"ok": False, "error": error, "id": request.get("id")})
 
 
 if __name__ == "__main__":
