@@ -25,7 +25,7 @@ from .checks import CheckSpec, Outcome, all_checks, probe_generator
 from .results import CellRun, CheckResult, SubmissionResult
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, StudentError, Worker, WorkerError, WorkerTimeout
-from .submission import InvalidSubmission, Submission, content_hash, load_submission
+from .submission import InvalidSubmission, Submission, content_hash, load_submission, submission_name
 
 WORKER_SEED = 0  # the student's own code always runs from the same seed
 
@@ -146,6 +146,7 @@ class Context:
         self.session = session
         self.run_seed = run_seed
         self._data_loader = data_loader
+        self._data = None
         self.result = results
         self.spec: CheckSpec | None = None
         self._captures: dict[str, Any] = {}
@@ -172,10 +173,12 @@ class Context:
 
     @property
     def data(self):
-        data = self._data_loader() if self._data_loader else None
-        if data is None:
+        # Loaded on first use (checks that need no data never pay for it), then kept.
+        if self._data is None:
+            self._data = self._data_loader() if self._data_loader else None
+        if self._data is None:
             raise DataUnavailable()
-        return data
+        return self._data
 
     def capture(self, question: str) -> dict:
         """What the question's cell handed to training; CheckFailed if nothing was."""
@@ -374,7 +377,7 @@ def grade_submission(
     specs = selected_checks(rubric, visible_only=visible_only, questions=questions)
     if submission is None:
         path = Path(path)
-        result = new_result(path.stem if path.is_file() else path.name, path.name, rubric)
+        result = new_result(submission_name(path), path.name, rubric)
         try:
             submission = load_submission(path)
         except InvalidSubmission as exc:

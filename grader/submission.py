@@ -74,7 +74,7 @@ def main_file(path: Path) -> Path:
 def content_hash(path: Path) -> str:
     """sha256 over the submission's files (names and bytes), for the result cache."""
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path, *_checkpoints_beside(path)] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
         digest.update(f.name.encode() + b"\0")
         digest.update(f.read_bytes())
@@ -170,10 +170,9 @@ def _notebook_cells(raw: bytes, name: str) -> tuple[list[Cell], str, str | None,
 def _companions(path: Path) -> dict[str, bytes]:
     """Files beside the main file in a submission folder that the worker may need."""
     if path.is_file():
-        # A lone notebook may still have its checkpoint next to it: <name>.pt or best_model.pt.
         files = {}
-        for candidate in (path.with_suffix(".pt"), path.parent / f"{path.stem}_best_model.pt"):
-            if candidate.is_file() and candidate.stat().st_size <= MAX_COMPANION_BYTES:
+        for candidate in _checkpoints_beside(path):
+            if candidate.stat().st_size <= MAX_COMPANION_BYTES:
                 files["best_model.pt"] = candidate.read_bytes()
         return files
     files, total = {}, 0
@@ -185,3 +184,9 @@ def _companions(path: Path) -> dict[str, bytes]:
             break
         files[str(f.relative_to(path))] = f.read_bytes()
     return files
+
+
+def _checkpoints_beside(path: Path) -> list[Path]:
+    """A lone notebook's checkpoint, saved next to it: <stem>.pt or <stem>_best_model.pt."""
+    candidates = (path.with_suffix(".pt"), path.parent / f"{path.stem}_best_model.pt")
+    return [c for c in candidates if c.is_file()]

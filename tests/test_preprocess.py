@@ -507,6 +507,20 @@ def test_folder_with_a_notebook_and_a_module_prefers_the_notebook(tmp_path):
     assert submission.files == {"best_model.pt": b"\x00weights"}
 
 
+def test_a_lone_notebook_carries_its_checkpoint_and_is_hashed_with_it(tmp_path):
+    """The result cache is keyed by the hash: a new checkpoint beside the same notebook
+    must be graded again, not served from the cache."""
+    path = tmp_path / "bob.ipynb"
+    nbformat.write(cs231n_style.build(edition=2022), path)
+    alone = load_submission(path).sha256
+    (tmp_path / "bob_best_model.pt").write_bytes(b"\x00first")
+    first = load_submission(path)
+    assert first.files == {"best_model.pt": b"\x00first"}
+    (tmp_path / "bob_best_model.pt").write_bytes(b"\x00second")
+    second = load_submission(path)
+    assert len({alone, first.sha256, second.sha256}) == 3
+
+
 INVALID_FILES = {
     "invalid JSON": ("broken.ipynb", b'{"cells": [', "not valid JSON"),
     "JSON list": ("list.ipynb", b"[1, 2, 3]", "not a readable notebook"),
