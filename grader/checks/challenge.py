@@ -81,7 +81,6 @@ def evaluation(ctx: Context) -> dict:
     found = ctx.probe("q7_describe")
     if not found["found"]:
         raise CheckFailed(found["reason"])
-    from ..data import MEAN, STD
 
     splits = _splits(ctx)
     images = torch.cat([splits["val_images"], splits["test_images"]])
@@ -109,13 +108,13 @@ def evaluation(ctx: Context) -> dict:
             if info.state is not None
             else {"checkpoint": torch.frombuffer(bytearray(raw), dtype=torch.uint8)}
         )
-        out = ctx.probe("q7_predict", images=images, mean=list(MEAN), std=list(STD), **args)
+        out = ctx.probe("q7_predict", images=images, **args)
     else:
         result["mode"] = "retrain"
         out = _retrain(ctx, splits, result)
         if out is None:
             return result
-        out = ctx.probe("q7_predict", images=images, mean=list(MEAN), std=list(STD), handle="q7-retrained")
+        out = ctx.probe("q7_predict", images=images, handle="q7-retrained")
     if out.get("load") and not out["load"]["loaded"]:
         load = out["load"]
         parts = []
@@ -157,8 +156,6 @@ def _retrain(ctx: Context, splits: dict, result: dict) -> dict | None:
         for c in ctx.session.submission.cells
         if "Q7" in c.questions and "loader_test" not in c.source
     ]
-    from ..data import MEAN, STD
-
     budget = ctx.session.limits.train_seconds
     started = time.monotonic()
     out = ctx.probe(
@@ -169,8 +166,6 @@ def _retrain(ctx: Context, splits: dict, result: dict) -> dict | None:
         holdout_images=data.train_images[holdout],
         holdout_labels=data.train_labels[holdout],
         eval_images=splits["val_images"],
-        mean=list(MEAN),
-        std=list(STD),
         max_epochs=MAX_EPOCHS,
         budget=budget,
         cells=cells,

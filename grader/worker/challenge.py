@@ -57,10 +57,18 @@ def q7_describe(rt: Runtime) -> dict:
     }
 
 
-def _normalized(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    return (images.float() / 255 - m) / s
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Class predictions on uint8 images, batch by batch, on the model's device (a GPU
+    after a retrain there). The caller sets the mode and disables gradients."""
+    from grader.data import normalize
+
+    device = next(model.parameters(), torch.empty(0)).device
+    return torch.cat(
+        [
+            model(normalize(images[i : i + batch_size], device=device)).argmax(dim=1).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 def _load(model: nn.Module, state: dict[str, torch.Tensor]) -> dict:
@@ -88,8 +96,6 @@ def q7_predict(
     rt: Runtime,
     *,
     images: torch.Tensor,
-    mean: list[float],
-    std: list[float],
     checkpoint: torch.Tensor | None = None,
     state: dict | None = None,
     handle: str | None = None,
@@ -108,14 +114,10 @@ def q7_predict(
         if not load["loaded"]:
             return {"predictions": None, "load": load}
     model.eval()
-    device = next(model.parameters(), torch.empty(0)).device  # a GPU after a retrain there
-    predictions = []
     started = time.monotonic()
     with rt.globals_bound(), torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            scores = model(_normalized(images[i : i + batch_size], mean, std).to(device))
-            predictions.append(scores.argmax(dim=1).cpu())
-    return {"predictions": torch.cat(predictions), "load": load, "seconds": time.monotonic() - started}
+        predictions = _predict(model, images, batch_size)
+    return {"predictions": predictions, "load": load, "seconds": time.monotonic() - started}
 
 
 class StopTraining(BaseException):
@@ -129,9 +131,9 @@ class TrainingMeter:
     gradients enabled is a training step. Stops training at the epoch cap or the time
     budget, and at each epoch boundary records predictions on the held-out images."""
 
-    def __init__(self, *, epoch_images: int, max_epochs: int, budget: float, eval_images: torch.Tensor, mean, std):
+    def __init__(self, *, epoch_images: int, max_epochs: int, budget: float, eval_images: torch.Tensor):
         self.epoch_images, self.max_epochs, self.budget = epoch_images, max_epochs, budget
-        self.eval_images, self.mean, self.std = eval_images, mean, std
+        self.eval_images = eval_images
         self.seen, self.depth, self.stopped = 0, 0, None
         self.started = time.monotonic()
         self.epoch_predictions: list[torch.Tensor] = []
@@ -181,15 +183,10 @@ class TrainingMeter:
         depth, self.depth = self.depth, 1  # forward calls made here are not training steps
         try:
             with torch.no_grad():
-                device = next(module.parameters(), torch.empty(0)).device
-                out = [
-                    module(_normalized(self.eval_images[i : i + 500], self.mean, self.std).to(device)).argmax(1).cpu()
-                    for i in range(0, len(self.eval_images), 500)
-                ]
+                return _predict(module, self.eval_images)
         finally:
             self.depth = depth
             module.train(was_training)
-        return torch.cat(out)
 
     def record_loss(self, loss) -> None:
         if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1:
@@ -233,8 +230,6 @@ def q7_retrain(
     holdout_images: torch.Tensor,
     holdout_labels: torch.Tensor,
     eval_images: torch.Tensor,
-    mean: list[float],
-    std: list[float],
     max_epochs: int,
     budget: float,
     cells: list[dict],
@@ -246,12 +241,10 @@ def q7_retrain(
     may use as its validation and test loaders; ``eval_images`` are the grader's
     validation images, without labels, predicted at each epoch's end."""
     rt.reseed(seed)
-    meter = TrainingMeter(
-        epoch_images=len(images), max_epochs=max_epochs, budget=budget, eval_images=eval_images, mean=mean, std=std
-    )
+    meter = TrainingMeter(epoch_images=len(images), max_epochs=max_epochs, budget=budget, eval_images=eval_images)
     captures = [c for c in rt.captures if c.question == "Q7" and c.kind == "train_part34"]
     error = None
-    with runtime.real_data(rt, images, labels, holdout_images, holdout_labels, mean, std) as bound, meter.installed():
+    with runtime.real_data(rt, images, labels, holdout_images, holdout_labels) as bound, meter.installed():
         try:
             if captures:
                 model, optimizer = captures[0].objects["model"], captures[0].objects["optimizer"]

@@ -165,20 +165,6 @@ def ping(rt: Runtime) -> dict:
 
 
 @probe
-def namespace(rt: Runtime) -> dict:
-    """Which names the cells defined, and what the helpers and captures are."""
-    kinds = {}
-    for name, value in rt.ns.items():
-        if name.startswith("__"):
-            continue
-        kinds[name] = type(value).__name__
-    captures = [
-        {"question": c.question, "cell": c.cell, "kind": c.kind, "keys": sorted(c.objects)} for c in rt.captures
-    ]
-    return {"names": kinds, "captures": captures, "student_helpers": sorted(rt.student_helpers)}
-
-
-@probe
 def call_function(
     rt: Runtime, *, name: str, args: list, upstream: torch.Tensor | None = None, helper: bool = False
 ) -> dict:

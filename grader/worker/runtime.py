@@ -29,6 +29,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 # Helpers of the homework that students receive as provided code. When a cell defines
@@ -182,7 +183,7 @@ class ShortLoader(torch.utils.data.DataLoader):
 
 
 @contextlib.contextmanager
-def real_data(rt, images, labels, holdout_images, holdout_labels, mean, std):
+def real_data(rt, images, labels, holdout_images, holdout_labels):
     """Serve the grader's images to whatever data code the student wrote, and yield the
     notebook globals that point at them. The hold-out images (from the training set)
     stand in for the validation and test sets, whose labels the worker never receives."""
@@ -311,12 +312,7 @@ class Runtime:
     def reseed(self, seed: int) -> None:
         random.seed(seed)
         torch.manual_seed(seed)
-        try:
-            import numpy as np
-
-            np.random.seed(seed % 2**32)
-        except ImportError:  # numpy is optional for students
-            pass
+        np.random.seed(seed % 2**32)
 
     def _install_intercepts(self) -> None:
         import torch.utils.data
@@ -332,12 +328,9 @@ class Runtime:
             sys.modules["torchvision.datasets"].CIFAR10 = FakeCIFAR10
         else:
             sys.meta_path.insert(0, _PatchOnImport("torchvision.datasets", {"CIFAR10": FakeCIFAR10}))
-        try:
-            from grader import data
+        from grader import data
 
-            data.load_cifar10 = fake_cifar10_tensors
-        except ImportError:
-            pass
+        data.load_cifar10 = fake_cifar10_tensors
         for name in NULL_MODULES:
             try:
                 found = importlib.util.find_spec(name) is not None
@@ -407,7 +400,6 @@ class Runtime:
             code = compile(padded, filename, "exec")
         except SyntaxError as exc:
             result.update(status="syntax-error", error=error_info(exc))
-            exc.filename = filename
             result["error"]["line"] = exc.lineno
             result["error"]["cell"] = index
         else:
