@@ -12,7 +12,6 @@ example. ``grade assign`` writes both forms (notebook and module); ``grade assig
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import re
 import textwrap
@@ -208,11 +207,3 @@ def assign(*, root: Path | None = None, check: bool = False) -> list[Path]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(content)
     return changed
-
-
-def fingerprint(root: Path | None = None) -> str:
-    """A short hash of the generated files, to tell template versions apart."""
-    digest = hashlib.sha256()
-    for rel, content in sorted(generated_files(root).items()):
-        digest.update(str(rel).encode() + content.encode())
-    return digest.hexdigest()[:12]

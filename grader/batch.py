@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__
 from .render import folder_name, write_batch_files, write_results_json
 from .results import SubmissionResult
-from .rubric import load_rubric
+from .rubric import Rubric, load_rubric
 from .sandbox import Limits, hideable
 from .submission import content_hash, discover, submission_name
 
@@ -36,19 +36,17 @@ class Options:
 
     data: str | None
     cache_dir: str | None
-    rubric: str | None
+    rubric: Rubric
     limits: Limits
     run_seed: int | None
     hide: tuple[str, ...]
     questions: tuple[str, ...] | None = None
 
     def key(self) -> str:
-        text = json.dumps([self.rubric_sha(), repr(self.limits), self.data is not None, self.questions], sort_keys=True)
+        text = json.dumps(
+            [self.rubric.sha256, repr(self.limits), self.data is not None, self.questions], sort_keys=True
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-    @functools.cache  # noqa: B019 - options live for one batch
-    def rubric_sha(self) -> str:
-        return load_rubric(self.rubric).sha256
 
 
 @functools.cache
@@ -68,7 +66,7 @@ def _grade_one(path: str, options: Options) -> dict:
     loader = functools.partial(_dataset, options.data, options.cache_dir) if options.data is not None else None
     result = grade_submission(
         path=Path(path),
-        rubric=load_rubric(options.rubric),
+        rubric=options.rubric,
         data_loader=loader,
         limits=options.limits,
         run_seed=options.run_seed,
@@ -78,15 +76,12 @@ def _grade_one(path: str, options: Options) -> dict:
     return result.to_dict()
 
 
-def crashed_result(
-    path: Path, reason: str, rubric: str | Path | None, questions: set[str] | None = None
-) -> SubmissionResult:
+def crashed_result(path: Path, reason: str, rubric: Rubric, questions: set[str] | None = None) -> SubmissionResult:
     from .engine import complete, new_result, selected_checks
 
-    loaded = load_rubric(rubric)
-    result = new_result(submission_name(path), path.name, loaded)
+    result = new_result(submission_name(path), path.name, rubric)
     result.status, result.reason = "crashed", reason
-    return complete(result, selected_checks(loaded, questions=questions), loaded, status="error", message=reason)
+    return complete(result, selected_checks(rubric, questions=questions), rubric, status="error", message=reason)
 
 
 def private_paths(*, submissions: Path, out: Path, data: str | None, cache_dir: str | None) -> list[Path]:
@@ -159,7 +154,7 @@ def grade_batch(
         raise BatchError(f"{submissions} does not exist")
     paths = discover(submissions) if submissions.is_dir() else [submissions]
     try:
-        load_rubric(rubric)
+        loaded = load_rubric(rubric)
     except RubricError as exc:
         raise BatchError(str(exc)) from None
 
@@ -180,7 +175,7 @@ def grade_batch(
     options = Options(
         data=str(source) if source is not None else None,
         cache_dir=cache_dir,
-        rubric=str(rubric) if rubric else None,
+        rubric=loaded,
         limits=limits,
         run_seed=seed,
         hide=tuple(str(p) for p in hide),
@@ -239,7 +234,7 @@ def grade_batch(
                     result = SubmissionResult.from_dict(done.result())
                 except Exception as exc:  # a grading process died: record it, go on
                     reason = f"the grader failed on this submission: {type(exc).__name__}: {exc}"
-                    result = crashed_result(p, reason, rubric, set(questions) if questions else None)
+                    result = crashed_result(p, reason, loaded, set(questions) if questions else None)
                 finish(p, result, cached=False)
 
     ordered = [results[p] for p in paths]

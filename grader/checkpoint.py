@@ -14,7 +14,7 @@ import json
 import pickletools
 import struct
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -69,7 +69,6 @@ class CheckpointInfo:
     format: str  # "torch-zip", "safetensors" or "unknown"
     safe: bool
     problem: str = ""
-    globals: list[str] = field(default_factory=list)
     state: dict[str, torch.Tensor] | None = None  # parsed here for safetensors only
 
 
@@ -102,10 +101,9 @@ def inspect_checkpoint(name: str, data: bytes) -> CheckpointInfo:
         names = _pickle_globals(archive.read(pickles[0]))
     except (zipfile.BadZipFile, ValueError, EOFError, KeyError) as exc:
         return CheckpointInfo(name, "torch-zip", False, f"the checkpoint is damaged ({exc})")
-    listed = sorted({f"{m}.{n}" for m, n in names})
     unsafe = [(m, n) for m, n in names if (m, n) not in SAFE_GLOBALS]
     if not unsafe:
-        return CheckpointInfo(name, "torch-zip", True, globals=listed)
+        return CheckpointInfo(name, "torch-zip", True)
     runners = [
         f"{m}.{n}"
         for m, n in unsafe
@@ -116,7 +114,7 @@ def inspect_checkpoint(name: str, data: bytes) -> CheckpointInfo:
     else:
         objects = ", ".join(sorted({f"{m}.{n}" for m, n in unsafe}))
         problem = f"the checkpoint pickles Python objects ({objects}), not just tensors: save best_model.state_dict() instead of the model; it was not loaded"
-    return CheckpointInfo(name, "torch-zip", False, problem, listed)
+    return CheckpointInfo(name, "torch-zip", False, problem)
 
 
 def _safetensors(name: str, data: bytes) -> CheckpointInfo:

@@ -22,7 +22,7 @@ import torch
 
 from . import __version__
 from .checks import CheckSpec, Outcome, all_checks, probe_generator
-from .results import CellRun, CheckResult, SubmissionResult
+from .results import CellRun, CheckResult, SubmissionResult, where
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, StudentError, Worker, WorkerError, WorkerTimeout
 from .submission import InvalidSubmission, Submission, content_hash, load_submission, submission_name
@@ -213,12 +213,8 @@ class Context:
 
     def where(self, info: dict) -> str:
         """ " (cell 12, line 3)" for an error raised in the student's code, else ""."""
-        labels = {c.index: c.label for c in self.session.submission.cells}
-        cell = info.get("cell")
-        if cell not in labels:
-            return ""
-        line = info.get("line")
-        return f" ({labels[cell]}" + (f", line {line})" if line else ")")
+        found = where(info, {c.index: c.label for c in self.session.submission.cells})
+        return f" ({found})" if found else ""
 
     def require_answer(self, question: str) -> None:
         """Skip a check of provided code whose question has no answer yet: the helper

@@ -10,7 +10,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-QUESTION_IDS = ("Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "Q7")
+from .results import QUESTIONS
 
 
 @dataclass
@@ -160,7 +160,7 @@ _ANSWER_MARKERS = re.compile(r"START OF YOUR CODE|END OF YOUR CODE|TODO:|YOUR CO
 def _from_metadata(cell: Cell) -> list[str]:
     ours = cell.metadata.get("autograder", {})
     if isinstance(ours, dict) and isinstance(ours.get("questions"), list):
-        return [q for q in ours["questions"] if q in QUESTION_IDS]
+        return [q for q in ours["questions"] if q in QUESTIONS]
     for key in ("test", "id"):
         name = cell.metadata.get(key)
         if isinstance(name, str) and name in _CS231N_CELL_NAMES:

@@ -22,7 +22,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from .render import summary
-from .results import QUESTIONS, CellRun, CheckResult, SubmissionResult
+from .results import QUESTIONS, STATUSES, CellRun, CheckResult, SubmissionResult, cell_labels, where
 
 TEMPLATES = Path(__file__).parent / "templates"
 OUTPUT_EXCERPT_CHARS = 4000  # of a cell's stdout or stderr; training logs can be long
@@ -94,18 +94,6 @@ def bar_width(score: float, max_score: float) -> str:
 
 
 # -- errors mapped to the student's cells ------------------------------------------------------
-
-
-def cell_labels(result: SubmissionResult) -> dict[int, str]:
-    return {c.index: c.label for c in result.cells}
-
-
-def where(error: dict, labels: dict[int, str]) -> str:
-    """Where the student's code raised an error, as they know it ("cell 13, line 4"); "" if elsewhere."""
-    label = labels.get(error.get("cell"))  # type: ignore[arg-type]
-    if label is None:
-        return ""
-    return label + (f", line {error['line']}" if error.get("line") else "")
 
 
 def readable_traceback(text: str, labels: dict[int, str]) -> str:
@@ -592,9 +580,7 @@ def submission_view(result: SubmissionResult, *, student_view: bool) -> dict:
         "max_score": fmt_points(round(max_score, 4)),
         "bar": bar_width(score, max_score),
         "bar_class": fraction_class(score, max_score),
-        "status_counts": {
-            s: sum(c.status == s for c in shown) for s in ("passed", "failed", "error", "timeout", "skipped")
-        },
+        "status_counts": {s: sum(c.status == s for c in shown) for s in STATUSES},
         "hidden_count": len(hidden),
         "hidden_points": fmt_points(round(sum(c.max_score for c in hidden), 4)),
         "questions": questions,

@@ -106,6 +106,21 @@ class SubmissionResult:
         return cls(**data)
 
 
+# -- errors mapped to the student's cells
+
+
+def cell_labels(result: SubmissionResult) -> dict[int, str]:
+    return {c.index: c.label for c in result.cells}
+
+
+def where(error: dict, labels: dict[int, str]) -> str:
+    """Where the student's code raised an error, as they know it ("cell 13, line 4"); "" if elsewhere."""
+    label = labels.get(error.get("cell"))  # type: ignore[arg-type]
+    if label is None:
+        return ""
+    return label + (f", line {error['line']}" if error.get("line") else "")
+
+
 def gradescope(result: SubmissionResult, *, student_view: bool = False) -> dict[str, Any]:
     """results.json in Gradescope's autograder schema.
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from .results import SubmissionResult
+from .results import SubmissionResult, cell_labels
 from .rubric import Rubric, load_rubric
 
 # What the hidden checks cover, in general terms, for the closing paragraph.
@@ -106,7 +106,7 @@ def render(result: SubmissionResult, rubric: Rubric) -> tuple[str, bool]:
         lines += [f"  {c.question}  {c.title}: {c.message}" for c in skipped]
     broken = [r for r in result.cells if r.status != "ok" and r.error]
     if broken:
-        labels = {r.index: r.label for r in result.cells}
+        labels = cell_labels(result)
         lines += ["", "Cells that raised an error:"]
         for r in broken:
             err = r.error

@@ -3,7 +3,6 @@ to grade a submission folder."""
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -35,8 +34,6 @@ def cifar10(cifar10_path, cifar10_cache):
 
 
 @pytest.fixture(scope="session")
-def data_loader(cifar10_path, cifar10_cache):
-    """What grade_submission takes as ``data_loader``."""
-    from grader.data import load_cifar10
-
-    return functools.partial(load_cifar10, cifar10_path, cache_dir=cifar10_cache)
+def data_loader(cifar10):
+    """What grade_submission takes as ``data_loader``: the session's one loaded dataset."""
+    return lambda: cifar10

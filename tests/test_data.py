@@ -19,7 +19,6 @@ from PIL import Image
 from grader import data
 from grader.data import CLASSES, MEAN, STD, DataError, TensorLoader, load_cifar10
 
-REAL_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpeg.tar.gz"
 TRAIN_PER_CLASS = 20
 TEST_PER_CLASS = 5
 
@@ -623,14 +622,10 @@ def test_assignment_loaders() -> None:
 # --------------------------------------------------------------------------- the real data
 
 
-@pytest.fixture(scope="session")
-def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cifar10-cache")
-
-
-@pytest.mark.skipif(not REAL_ARCHIVE.exists(), reason=f"shared CIFAR-10 archive not found at {REAL_ARCHIVE}")
-def test_real_archive(real_cache: Path) -> None:
-    cifar = load_cifar10(REAL_ARCHIVE, cache_dir=real_cache)
+def test_real_archive(cifar10_path: str, cifar10_cache: str) -> None:
+    """The shared archive, decoded once for the whole session (by whichever test needs it
+    first) into the session's cache."""
+    cifar = load_cifar10(cifar10_path, cache_dir=cifar10_cache)
     assert cifar.train_images.shape == (50_000, 3, 32, 32)
     assert cifar.test_images.shape == (10_000, 3, 32, 32)
     assert torch.bincount(cifar.train_labels).tolist() == [5_000] * 10
@@ -644,7 +639,7 @@ def test_real_archive(real_cache: Path) -> None:
     assert torch.bincount(cifar.train_labels[val]).tolist() == [100] * 10
 
     started = time.perf_counter()
-    again = load_cifar10(REAL_ARCHIVE, cache_dir=real_cache)
+    again = load_cifar10(cifar10_path, cache_dir=cifar10_cache)
     print(f"reload from cache: {time.perf_counter() - started:.2f} s")
     assert torch.equal(again.train_images, cifar.train_images)
     assert torch.equal(again.test_labels, cifar.test_labels)

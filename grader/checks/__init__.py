@@ -41,14 +41,13 @@ class CheckSpec:
     name: str
     title: str
     timeout: float
-    needs_data: bool
     fn: Callable[..., Outcome]
 
 
 REGISTRY: dict[str, CheckSpec] = {}
 
 
-def check(question: str, title: str, *, timeout: float = 30.0, needs_data: bool = False):
+def check(question: str, title: str, *, timeout: float = 30.0):
     """Declare a check of ``question``; its id is ``<question>.<function name>``."""
 
     def register(fn: Callable[..., Outcome]) -> Callable[..., Outcome]:
@@ -58,7 +57,6 @@ def check(question: str, title: str, *, timeout: float = 30.0, needs_data: bool 
             name=fn.__name__,
             title=title,
             timeout=timeout,
-            needs_data=needs_data,
             fn=fn,
         )
         REGISTRY[spec.id] = spec

@@ -39,12 +39,24 @@ _REPORTED = re.compile(r"Got\s+(\d+)\s*/\s*(\d+)\s+correct")
 _PERCENT = re.compile(r"(?:val\w*|accuracy)[^\n%]*?(\d{1,3}(?:\.\d+)?)\s*%", re.I)
 
 
+def _q7_cells(ctx: Context) -> list:
+    """The cells that answer Question 7, less the one that evaluates on the test set."""
+    return [c for c in ctx.session.submission.cells if "Q7" in c.questions and "loader_test" not in c.source]
+
+
+def _describe(ctx: Context) -> dict:
+    """What the worker finds as the Question 7 model (asked once per submission)."""
+    if "q7_describe" not in ctx.shared:
+        ctx.shared["q7_describe"] = ctx.probe("q7_describe")
+    return ctx.shared["q7_describe"]
+
+
 def self_reported_accuracy(ctx: Context) -> float | None:
     """The last validation accuracy the notebook printed in its Question 7 cells (saved
     outputs), if any; the test-set cell is left out."""
     found = None
-    for cell in ctx.session.submission.cells:
-        if "Q7" not in cell.questions or "loader_test" in cell.source or not cell.outputs_text:
+    for cell in _q7_cells(ctx):
+        if not cell.outputs_text:
             continue
         for match in _REPORTED.finditer(cell.outputs_text):
             correct, total = int(match[1]), int(match[2])
@@ -78,7 +90,7 @@ def evaluation(ctx: Context) -> dict:
     """Measure the Question 7 model once (by checkpoint or by retraining); cached."""
     if "challenge" in ctx.shared:
         return ctx.shared["challenge"]
-    found = ctx.probe("q7_describe")
+    found = _describe(ctx)
     if not found["found"]:
         raise CheckFailed(found["reason"])
 
@@ -152,9 +164,7 @@ def _retrain(ctx: Context, splits: dict, result: dict) -> dict | None:
     gen = torch.Generator().manual_seed(0)
     holdout = train_idx[torch.randperm(len(train_idx), generator=gen)[:1000]]
     cells = [
-        {"index": c.index, "source": c.source, "question": "Q7", "line_offset": c.line_offset}
-        for c in ctx.session.submission.cells
-        if "Q7" in c.questions and "loader_test" not in c.source
+        {"index": c.index, "source": c.source, "question": "Q7", "line_offset": c.line_offset} for c in _q7_cells(ctx)
     ]
     budget = ctx.session.limits.train_seconds
     started = time.monotonic()
@@ -201,7 +211,7 @@ def _pct(x: float) -> str:
 
 @check("Q7", "a model for the challenge is defined", timeout=30)
 def model_found(ctx: Context) -> Outcome:
-    found = ctx.probe("q7_describe")
+    found = _describe(ctx)
     if not found["found"]:
         return Outcome(False, found["reason"])
     return Outcome(
@@ -210,7 +220,7 @@ def model_found(ctx: Context) -> Outcome:
     )
 
 
-@check("Q7", "weights: a safe checkpoint that fits the model, or a completed retrain", timeout=600, needs_data=True)
+@check("Q7", "weights: a safe checkpoint that fits the model, or a completed retrain", timeout=600)
 def weights(ctx: Context) -> Outcome:
     result = evaluation(ctx)
     if result.get("problem"):
@@ -233,7 +243,7 @@ def weights(ctx: Context) -> Outcome:
     )
 
 
-@check("Q7", "validation accuracy measured by the grader is at least 70%", timeout=600, needs_data=True)
+@check("Q7", "validation accuracy measured by the grader is at least 70%", timeout=600)
 def validation_accuracy(ctx: Context) -> Outcome:
     result = evaluation(ctx)
     if "val_accuracy" not in result:
@@ -250,7 +260,7 @@ def validation_accuracy(ctx: Context) -> Outcome:
     return Outcome(result["val_accuracy"] >= THRESHOLD, text, details=details)
 
 
-@check("Q7", "training rules: at most 10 epochs, reported accuracy consistent", timeout=600, needs_data=True)
+@check("Q7", "training rules: at most 10 epochs, reported accuracy consistent", timeout=600)
 def training_rules(ctx: Context) -> Outcome:
     result = evaluation(ctx)
     problems, notes = [], []

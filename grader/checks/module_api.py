@@ -15,11 +15,10 @@ import torch.nn.functional as F
 
 from ..engine import CheckFailed, Context
 from . import Outcome, check, spec
-from .compare import kaiming_std, layer_str, map_state, parity
+from .compare import PARITY_RTOL, kaiming_std, layer_str, map_state, parity
 from .learning import judge_learning, module_run, worker_run
 
 SPEC_ARGS = (3, 32, 16, 10)
-PARITY_RTOL = 1e-9
 
 
 def _layers_with_params(layers: list[dict]) -> list[dict]:
@@ -419,7 +418,7 @@ def optimizer_step(ctx: Context) -> Outcome:
     return optimizer_steps(ctx, "Q5", {"lr": 3e-3})
 
 
-@check("Q5", "the model and optimizer learn on real images", timeout=120, needs_data=True)
+@check("Q5", "the model and optimizer learn on real images", timeout=120)
 def learns(ctx: Context) -> Outcome:
     return learning(ctx, "Q5", _spec_model(ctx), spec.three_layer_convnet(*SPEC_ARGS))
 

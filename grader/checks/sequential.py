@@ -62,6 +62,6 @@ def optimizer(ctx: Context) -> Outcome:
     return optimizer_settings(ctx, "Q6", Q6_SGD)
 
 
-@check("Q6", "the model and optimizer learn on real images", timeout=120, needs_data=True)
+@check("Q6", "the model and optimizer learn on real images", timeout=120)
 def learns(ctx: Context) -> Outcome:
     return learning(ctx, "Q6", _spec(ctx), spec.sequential_convnet())
