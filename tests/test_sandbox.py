@@ -628,6 +628,11 @@ REFUSED_STREAMS = {
     "reply without ok": "send(frame({'body': {'result': {'status': 'ok'}}, 'tensors': []}))",
     "truncated frame, then exit": "send(frame({'body': {'ok': True}, 'tensors': []})[:25])\nos._exit(0)",
     "silence, then exit": "os._exit(3)",
+    # Frames the decoder once let through as other exceptions than WireError.
+    "negative shape": "send(frame({'body': {'ok': True, 'result': {'$tensor': 0}}, 'tensors': "
+    "[{'dtype': 'uint8', 'shape': [-2, -1], 'offset': 0, 'nbytes': 2}]}, b'ab'))",
+    "bad float tag": "send(frame({'body': {'ok': True, 'result': {'$float': 'PASSED'}}, 'tensors': []}))",
+    "deep nesting": "send(frame(b'{\"body\":' + b'[' * 100000 + b']' * 100000 + b',\"tensors\":[]}'))",
 }
 
 
@@ -660,42 +665,20 @@ def test_a_silent_worker_times_out_after_the_grace_period(tmp_path, monkeypatch)
         worker.close()
 
 
-ESCAPING_STREAMS = {
-    "negative shape": "send(frame({'body': {'ok': True, 'result': {'$tensor': 0}}, 'tensors': "
-    "[{'dtype': 'uint8', 'shape': [-2, -1], 'offset': 0, 'nbytes': 2}]}, b'ab'))",
-    "bad float tag": "send(frame({'body': {'ok': True, 'result': {'$float': 'PASSED'}}, 'tensors': []}))",
-    "deep nesting": "send(frame(b'{\"body\":' + b'[' * 100000 + b']' * 100000 + b',\"tensors\":[]}'))",
-}
-
-
-@pytest.mark.parametrize("script", list(ESCAPING_STREAMS.values()), ids=list(ESCAPING_STREAMS))
-def test_a_forged_frame_that_breaks_the_decoder_is_a_worker_error(tmp_path, script):
-    worker = stand_in(tmp_path, "read_request()\n" + script)
-    try:
-        with pytest.raises(WorkerError):
-            worker.call("run_cell", timeout=5, index=0, source="x = 1")
-    finally:
-        worker.close()
-
-
 def test_a_reply_forged_by_a_cell_is_detected(tmp_path):
+    """A reply that does not carry the request's id (a cell writing to the channel, say)
+    is refused, and the worker is stopped."""
     worker = stand_in(
         tmp_path,
         """
         read_request()
         send(reply({"index": 0, "status": "ok", "error": None, "stdout": "FORGED", "stderr": ""}))
-        send(reply({"index": 0, "status": "error", "error": {"type": "ValueError"}, "stdout": "", "stderr": ""}))
-        read_request()
-        send(reply({"pong": True}))
         """,
     )
     try:
-        try:
+        with pytest.raises(WorkerError, match="not the reply to the request"):
             worker.call("run_cell", timeout=5, index=0, source="...")
-            second = worker.call("ping", timeout=5)
-        except WorkerError:
-            return  # the extra reply was noticed
-        assert second == {"pong": True}, f"ping was answered with {second}"
+        assert worker.proc.poll() is not None
     finally:
         worker.close()
 

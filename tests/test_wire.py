@@ -235,20 +235,7 @@ MALFORMED = {
         b'{"body":{"$tensor":0},"tensors":[{"dtype":"float32","shape":[2],"offset":NaN,"nbytes":8}]}', GOOD_BLOB
     ),
     "integer too long": frame(b'{"body":1' + b"0" * 5000 + b',"tensors":[]}'),
-}
-
-
-@pytest.mark.parametrize("data", list(MALFORMED.values()), ids=list(MALFORMED))
-def test_malformed_frames_raise_wire_error(data):
-    with pytest.raises(wire.WireError):
-        wire.read_message(io.BytesIO(data))
-
-
-# Forged frames that make decode raise something other than WireError. Worker._read_reply
-# (grader/sandbox.py) turns only WireError/EOFError/OSError into WorkerError, so each of
-# these escapes Worker.call, StudentSession and grade_submission when a student's cell
-# writes it to the protocol channel (see test_sandbox.py).
-ESCAPING = {
+    # Frames that once made decode raise something other than WireError.
     "negative dimensions": one_tensor({"dtype": "uint8", "shape": [-2, -1], "offset": 0, "nbytes": 2}, b"ab"),
     "negative dimension of an empty tensor": one_tensor({"dtype": "uint8", "shape": [0, -1], "offset": 0, "nbytes": 0}),
     "two inferred dimensions": one_tensor({"dtype": "uint8", "shape": [-1, -1], "offset": 0, "nbytes": 1}, b"a"),
@@ -261,15 +248,10 @@ ESCAPING = {
 }
 
 
-@pytest.mark.parametrize("data", list(ESCAPING.values()), ids=list(ESCAPING))
-def test_forged_frames_never_raise_anything_but_wire_error(data):
-    try:
+@pytest.mark.parametrize("data", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_malformed_frames_raise_wire_error(data):
+    with pytest.raises(wire.WireError):
         wire.read_message(io.BytesIO(data))
-    except wire.WireError:
-        return
-    except Exception as exc:
-        pytest.fail(f"decode raised {type(exc).__name__}: {exc}")
-    pytest.fail("a forged frame was accepted")
 
 
 def test_truncated_frames_raise_eof():
