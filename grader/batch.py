@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .render import folder_name, write_batch_files, write_results_json
+from .render import write_batch_files, write_results_json
 from .results import SubmissionResult
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, hideable
-from .submission import content_hash, discover, submission_name
+from .submission import content_hash, submission_name
 
 
 class BatchError(Exception):
@@ -126,6 +126,24 @@ class Progress:
         sys.stderr.flush()
 
 
+class Interrupted(Exception):
+    """Ctrl-C: queued work was cancelled; what finished is kept (cache, reports, a partial index)."""
+
+    def __init__(self, done: int, total: int, out: Path):
+        super().__init__(
+            f"interrupted: {done} of {total} submission(s) graded and kept in {out}; run the same command again to resume"
+        )
+        self.done, self.total = done, total
+
+
+def _ignore_interrupts() -> None:
+    """Pool processes leave Ctrl-C to the batch, and on SIGTERM unwind (closing their workers)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def grade_batch(
     *,
     submissions: Path,
@@ -142,21 +160,37 @@ def grade_batch(
     limits: Limits | None = None,
     reports: bool = True,
     questions: list[str] | None = None,
+    overrides: str | Path | None = None,
+    course: str | Path | None = None,
+    only: list[str] | None = None,
+    warn=None,
 ) -> list[SubmissionResult]:
-    """Grade every submission in ``submissions`` (a folder, or a single file) and write
-    the results under ``out``. ``questions`` limits grading to some questions (e.g.
-    ["Q1", "Q2"]). Raises BatchError if the batch cannot run at all."""
+    """Grade every submission in ``submissions`` (a folder, an LMS download as a .zip,
+    or a single file) and write the results under ``out``. ``questions`` limits grading
+    to some questions (e.g. ["Q1", "Q2"]). ``overrides`` and ``course`` (files) add hand
+    overrides and the late policy when rendering. ``only`` regrades just the students it
+    names (login, id, name or folder) and leaves the others' reports untouched.
+    ``warn`` receives sentences worth showing (skipped entries, unmatched overrides).
+    Raises BatchError if the batch cannot run at all, Interrupted on Ctrl-C."""
+    from .course import CourseError, apply_policies, load_course
     from .data import DataError, load_cifar10
+    from .intake import IntakeError, gather, normal
+    from .overrides import OverridesError, aliases_of, load_overrides, unmatched
     from .rubric import RubricError
 
+    warn = warn or (lambda _text: None)
     submissions, out = Path(submissions), Path(out)
     if not submissions.exists():
         raise BatchError(f"{submissions} does not exist")
-    paths = discover(submissions) if submissions.is_dir() else [submissions]
     try:
         loaded = load_rubric(rubric)
-    except RubricError as exc:
+        adjust = {"overrides": load_overrides(overrides, rubric=loaded), "course": load_course(course)}
+        intake = gather(submissions, workdir=out / ".intake")
+    except (RubricError, OverridesError, CourseError, IntakeError) as exc:
         raise BatchError(str(exc)) from None
+    entries = intake.entries
+    for name, why in intake.skipped:
+        warn(f"skipped {name}: {why}")
 
     source = data
     if require_data or data is not None or download:
@@ -168,8 +202,20 @@ def grade_batch(
             raise BatchError(
                 f"{exc}\n(To grade without the images, skipping the checks that need them, pass --no-data.)"
             ) from None
+    if not entries:
+        listed = "".join(f"\n  skipped {name}: {why}" for name, why in intake.skipped[:20])
+        raise BatchError(f"no submission found in {submissions} (notebooks, modules or folders){listed}")
+    wanted = {e.folder for e in entries}
+    if only:
+        names = {normal(n) for n in only}
+        wanted = {e.folder for e in entries if aliases_of(e.student) & names}
+        if not wanted:
+            raise BatchError(f"--only {', '.join(only)} matches no submission (use a login, id, name or folder)")
+    for student in unmatched(adjust["overrides"], [aliases_of(e.student) for e in entries]):
+        warn(f"the overrides for {student!r} match no submission")
+
     cpus = os.cpu_count() or 1
-    jobs = max(1, min(jobs or cpus, len(paths) or 1))
+    jobs = max(1, min(jobs or cpus, len(wanted) or 1))
     limits = limits or Limits(threads=max(1, cpus // jobs))
     hide = private_paths(submissions=submissions, out=out, data=source, cache_dir=cache_dir)
     options = Options(
@@ -184,19 +230,25 @@ def grade_batch(
     cache = out / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
 
-    names: dict[str, int] = {}
-    folders: dict[Path, str] = {}
-    for p in paths:  # two submissions may share a name (alice.ipynb and alice/)
-        name = folder_name(submission_name(p))
-        names[name] = names.get(name, 0) + 1
-        folders[p] = name if names[name] == 1 else f"{name}-{names[name]}"
+    bar = Progress(len(wanted), progress)
+    results: dict[str, SubmissionResult] = {}
 
-    bar = Progress(len(paths), progress)
-    results: dict[Path, SubmissionResult] = {}
+    @functools.cache
+    def cache_key(path: Path) -> str:
+        return f"{content_hash(path)[:32]}-{__version__}-{options.key()}"
 
-    def finish(path: Path, result: SubmissionResult, cached: bool) -> None:
-        results[path] = result
-        folder = out / folders[path]
+    def present(entry, raw: SubmissionResult) -> SubmissionResult:
+        # Identity, overrides and the late penalty belong to the student, not to the bytes:
+        # two students' identical files share one cache entry, never a name or a grade change.
+        student = {**entry.student, "checkpoint_sha256": checkpoint_hash(entry.path)}
+        return apply_policies(raw, student=student, **adjust)
+
+    def finish(entry, raw: SubmissionResult, cached: bool) -> None:
+        raw.student, raw.adjustments = {}, []
+        if not cached:
+            (cache / f"{cache_key(entry.path)}.json").write_text(json.dumps(raw.to_dict()))
+        result = results[entry.folder] = present(entry, raw)
+        folder = out / entry.folder
         write_results_json(result, folder)
         if reports:
             from .report import write_submission_reports
@@ -205,42 +257,112 @@ def grade_batch(
                 write_submission_reports(result, folder)
             except Exception as exc:  # a report that cannot render must not stop the batch
                 result.notes.append(f"the HTML report could not be written: {type(exc).__name__}: {exc}")
-        if not cached:
-            (cache / f"{cache_key(path)}.json").write_text(json.dumps(result.to_dict()))
         bar.update(result, cached)
 
-    @functools.cache
-    def cache_key(path: Path) -> str:
-        return f"{content_hash(path)[:32]}-{__version__}-{options.key()}"
+    def cached(entry) -> SubmissionResult | None:
+        entry_path = cache / f"{cache_key(entry.path)}.json"
+        if entry_path.exists():
+            try:
+                return SubmissionResult.from_dict(json.loads(entry_path.read_text()))
+            except (ValueError, TypeError, KeyError):
+                entry_path.unlink()  # an unreadable cache entry is regraded
+        return None
 
     todo = []
-    for p in paths:
-        entry = cache / f"{cache_key(p)}.json"
-        if use_cache and entry.exists():
-            try:
-                finish(p, SubmissionResult.from_dict(json.loads(entry.read_text())), cached=True)
-                continue
-            except (ValueError, TypeError, KeyError):
-                entry.unlink()  # an unreadable cache entry is regraded
-        todo.append(p)
+    for entry in entries:
+        found = cached(entry) if use_cache or entry.folder not in wanted else None
+        if entry.folder not in wanted:
+            if found is not None:  # in the class files, but its reports stay as they are
+                results[entry.folder] = present(entry, found)
+            continue
+        if found is not None and not only:
+            finish(entry, found, cached=True)
+        else:
+            todo.append(entry)
 
+    interrupted = False
     if todo:
         context = multiprocessing.get_context("spawn")
-        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            pending = {pool.submit(_grade_one, str(p), options): p for p in todo}
+        pool = futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_interrupts)
+        try:
+            pending = {pool.submit(_grade_one, str(e.path), options): e for e in todo}
             for done in futures.as_completed(pending):
-                p = pending[done]
+                entry = pending[done]
                 try:
                     result = SubmissionResult.from_dict(done.result())
                 except Exception as exc:  # a grading process died: record it, go on
                     reason = f"the grader failed on this submission: {type(exc).__name__}: {exc}"
-                    result = crashed_result(p, reason, loaded, set(questions) if questions else None)
-                finish(p, result, cached=False)
+                    result = crashed_result(entry.path, reason, loaded, set(questions) if questions else None)
+                finish(entry, result, cached=False)
+        except KeyboardInterrupt:
+            interrupted = True
+            for process in list(getattr(pool, "_processes", {}).values()):  # stop the running ones now
+                process.terminate()
+        finally:
+            pool.shutdown(wait=not interrupted, cancel_futures=True)
 
-    ordered = [results[p] for p in paths]
+    ordered = [results[e.folder] for e in entries if e.folder in results]
+    folders = [e.folder for e in entries if e.folder in results]
+    partial = interrupted or len(ordered) < len(entries)
     write_batch_files(ordered, out)
+    write_index(
+        out,
+        entries,
+        results,
+        intake,
+        partial=partial,
+        cache_files={e.folder: f"{cache_key(e.path)}.json" for e in entries},
+    )
     if reports:
         from .report import write_class_summary
 
-        write_class_summary(ordered, [folders[p] for p in paths], out)
+        write_class_summary(ordered, folders, out, skipped=intake.skipped, partial=partial)
+    if interrupted:
+        raise Interrupted(sum(e.folder in results for e in todo), len(todo), out)
     return ordered
+
+
+def checkpoint_hash(path: Path) -> str:
+    """sha256 of a submission folder's checkpoint (best_model.* first), to spot shared ones."""
+    from .checkpoint import CHECKPOINT_SUFFIXES, PREFERRED_NAMES
+
+    if not path.is_dir():
+        return ""
+    found = sorted(
+        (f for f in path.rglob("*") if f.suffix in CHECKPOINT_SUFFIXES and f.is_file() and not f.is_symlink()),
+        key=lambda f: (f.name not in PREFERRED_NAMES, str(f)),
+    )
+    return hashlib.sha256(found[0].read_bytes()).hexdigest() if found else ""
+
+
+def write_index(
+    out: Path, entries, results: dict[str, SubmissionResult], intake, *, partial: bool, cache_files: dict[str, str]
+) -> Path:
+    """batch.json: what this batch holds, student by student (identity, the cache entry
+    of the grading, the overrides and penalty applied), and whether it is complete
+    (``partial``: interrupted, or some submissions have no result yet). ``grade export``
+    reads it."""
+
+    def row(e) -> dict:
+        done = results.get(e.folder)
+        return {
+            "folder": e.folder,
+            "name": done.name if done else e.identity.name,
+            "files": e.files,
+            "done": done is not None,
+            "cache": cache_files[e.folder] if done else None,
+            "student": done.student if done else e.student,
+            "adjustments": done.adjustments if done else [],
+        }
+
+    doc = {
+        "partial": partial,
+        "layouts": intake.layouts,
+        "submissions": len(entries),
+        "graded": sum(e.folder in results for e in entries),
+        "entries": [row(e) for e in entries],
+        "skipped": [{"path": name, "reason": why} for name, why in intake.skipped],
+    }
+    path = out / "batch.json"
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

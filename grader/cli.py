@@ -3,6 +3,7 @@
 grade SUBMISSIONS [options]     grade every notebook or module in a folder (or one file)
 grade --self-check FILE         a student's quick check of their own notebook or module
 grade assign [--check]          regenerate the student template from the answer key
+grade export --format F         the gradebook file Canvas, Moodle or Gradescope imports
 """
 
 from __future__ import annotations
@@ -19,20 +20,31 @@ examples:
   grade submissions/ --jobs 4 --out graded/            four at a time, elsewhere
   grade --self-check hw05.ipynb                        what a student runs before submitting
   grade assign                                         rebuild student_template/ and examples/
+  grade submissions.zip --course course.toml --overrides overrides.toml
+                                                       an LMS download, late policy, hand overrides
+  grade submissions.zip --only smithjohn               regrade one student, leave the others
+  grade export --format canvas                         reports/canvas.csv for Canvas's grade import
+
+LMS downloads: a folder or .zip from Canvas (smithjohn_12345_67890_hw05.ipynb),
+Moodle (Ana García_34567_assignsubmission_file_/) or Gradescope (submission_metadata.yml)
+is read with each student's name and id; a student's several files are one submission.
 
 outputs (under --out, default reports/):
   <submission>/results.json     Gradescope-format results, every check with its reason
   <submission>/report.html      the instructor's report; report-student.html leaves out
                                 hidden checks' details
-  index.html                    class summary: sortable scores, pass rates, failures
+  index.html                    class summary: sortable scores, pass rates, failures,
+                                what needs a look (Q7 near the threshold, late, identical...)
   gradebook.csv, summary.json   the batch as a spreadsheet and as data
+  batch.json                    who is in the batch, and whether it is complete ("partial")
 
 The dataset: --data takes a cifar-10-batches-py folder, a class-folder tree
 (train/<class>/*.png|jpg, test/<class>/...) or a .tar.gz of either; without it the
 grader looks at $CIFAR10_DATA, then ~/.cache/cifar10-autograder/data.
 
 exit status: 0 when the batch ran (whatever the scores), 2 when it could not run
-(missing folder, dataset or rubric). For --self-check: 0 when every public check
+(missing folder, dataset or rubric, no submission found), 130 when interrupted with
+Ctrl-C (what finished is kept; the same command resumes). For --self-check: 0 when every public check
 passed, 1 otherwise.
 """
 
@@ -44,7 +56,12 @@ def _grading_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("submissions", nargs="?", type=Path, help="a folder of submissions, or one submission")
+    p.add_argument(
+        "submissions",
+        nargs="?",
+        type=Path,
+        help="a folder of submissions, an LMS download (.zip or its folder), or one submission",
+    )
     p.add_argument(
         "--self-check",
         metavar="FILE",
@@ -82,6 +99,15 @@ def _grading_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds for retraining a Question 7 model that has no checkpoint (default: 900)",
     )
+    p.add_argument(
+        "--overrides", type=Path, metavar="FILE", help="hand overrides (overrides.toml), applied without regrading"
+    )
+    p.add_argument("--course", type=Path, metavar="FILE", help="the assignment and its late policy (course.toml)")
+    p.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="regrade only these students (logins, ids, names or report folders, comma-separated)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -96,10 +122,28 @@ def _assign_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _export_parser() -> argparse.ArgumentParser:
+    from .export import FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="grade export",
+        description="Write the gradebook file an LMS imports, from a graded batch (final scores: "
+        "overrides and late penalty included).",
+    )
+    p.add_argument("--format", required=True, choices=FORMATS, help="which LMS's import format")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="the graded batch (default: reports/)")
+    p.add_argument("--to", type=Path, metavar="FILE", help="where to write (default: <out>/<format>.csv)")
+    p.add_argument("--overrides", type=Path, metavar="FILE", help="re-apply this overrides file first")
+    p.add_argument("--course", type=Path, metavar="FILE", help="re-apply this course file (late policy, points)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["assign"]:
         return _assign(_assign_parser().parse_args(argv[1:]))
+    if argv[:1] == ["export"]:
+        return _export(_export_parser().parse_args(argv[1:]))
     parser = _grading_parser()
     args = parser.parse_args(argv)
     if args.self_check:
@@ -112,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from .batch import BatchError, grade_batch
+    from .batch import BatchError, Interrupted, grade_batch
     from .sandbox import Limits
 
     limits = Limits(
@@ -133,10 +177,20 @@ def _grade(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             limits=limits,
             questions=_questions(args.questions),
+            overrides=args.overrides,
+            course=args.course,
+            only=[n.strip() for n in args.only.split(",") if n.strip()] if args.only else None,
+            warn=lambda text: print(f"grade: {text}", file=sys.stderr),
         )
     except BatchError as exc:
         print(f"grade: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"\ngrade: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before grading started: nothing to keep
+        print("\ngrade: interrupted before grading started", file=sys.stderr)
+        return 130
     if not args.quiet:
         graded = [r for r in results if r.status == "graded"]
         others = len(results) - len(graded)
@@ -147,6 +201,30 @@ def _grade(args: argparse.Namespace) -> int:
             + f"; mean score {mean:.1f}"
         )
         print(f"reports: {args.out / 'index.html'}  gradebook: {args.out / 'gradebook.csv'}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .course import CourseError, load_course
+    from .export import ExportError, export
+    from .overrides import OverridesError, load_overrides
+
+    try:
+        path, index = export(
+            out=args.out,
+            format=args.format,
+            dest=args.to,
+            overrides=load_overrides(args.overrides),
+            course=load_course(args.course),
+        )
+    except (ExportError, OverridesError, CourseError) as exc:
+        print(f"grade export: {exc}", file=sys.stderr)
+        return 2
+    if index.get("partial"):
+        print(
+            f"grade export: the batch is partial ({index['graded']} of {index['submissions']} graded)", file=sys.stderr
+        )
+    print(f"wrote {path}")
     return 0
 
 

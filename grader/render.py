@@ -6,19 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from pathlib import Path
 
 from .results import QUESTIONS, SubmissionResult, gradescope
 
 # A spreadsheet runs a cell that starts with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def folder_name(name: str) -> str:
-    """A safe folder name for a submission (its display name stays as given)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
-    return safe[:100]
 
 
 def csv_cell(value: object) -> str:
@@ -33,12 +26,26 @@ def write_results_json(result: SubmissionResult, folder: Path) -> Path:
     return path
 
 
+# After the first columns: who (from the LMS), lateness, how the final score was reached,
+# and what needs a look. ``score`` is the final score (overrides and late penalty included).
+IDENTITY_COLUMNS = ["name", "student_id", "lms_submission_id", "late", "days_late"]
+EXTRA_COLUMNS = ["raw_score", "late_penalty", "overrides", "grading_seconds", "q7_accuracy", "needs_a_look"]
+
+
 def gradebook_csv(results: list[SubmissionResult]) -> str:
+    from .flags import needs_a_look
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["submission", "file", "status", "score", "max_score", *QUESTIONS, "reason"])
-    for r in results:
+    writer.writerow(
+        ["submission", "file", "status", "score", "max_score", *QUESTIONS, "reason", *IDENTITY_COLUMNS, *EXTRA_COLUMNS]
+    )
+    for r, flags in zip(results, needs_a_look(results)):
         scores = {q.id: f"{q.score:g}" for q in r.questions()}
+        student = r.student
+        penalty = -sum(a["points"] for a in r.adjustments if a["kind"] == "late")
+        accuracy = r.challenge.get("val_accuracy") if r.challenge else None
+        days = student.get("days_late")
         row = [
             r.name,
             r.source,
@@ -47,6 +54,19 @@ def gradebook_csv(results: list[SubmissionResult]) -> str:
             f"{r.max_score:g}",
             *(scores.get(q, "") for q in QUESTIONS),
             r.reason,
+            student.get("name", r.name),
+            student.get("student_id", ""),
+            student.get("lms_submission_id", ""),
+            "true" if student.get("late") else "false",
+            "" if days is None else days,
+            f"{r.raw_score:g}",
+            f"{penalty:g}",
+            "; ".join(
+                f"{a['target']}={a['after']:g} ({a['reason']})" for a in r.adjustments if a["kind"] == "override"
+            ),
+            f"{r.duration:.1f}",
+            f"{accuracy:.4f}" if isinstance(accuracy, (int, float)) else "",
+            "; ".join(f"{flag}: {why}" for flag, why in flags),
         ]
         writer.writerow([csv_cell(v) for v in row])
     return out.getvalue()

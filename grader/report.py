@@ -531,7 +531,8 @@ def submission_view(result: SubmissionResult, *, student_view: bool) -> dict:
     for q in result.questions():
         checks = [c for c in shown if c.question == q.id]
         q_hidden = [c for c in hidden if c.question == q.id]
-        score = sum(c.score for c in checks) if student_view else q.score
+        changed = sum(a["points"] for a in result.adjustments if a.get("question") == q.id)
+        score = sum(c.score for c in checks) + changed if student_view else q.score
         max_score = sum(c.max_score for c in checks) if student_view else q.max_score
         questions.append(
             {
@@ -561,11 +562,24 @@ def submission_view(result: SubmissionResult, *, student_view: bool) -> dict:
                 ],
             }
         )
-    score = sum(c.score for c in shown)
+    adjusted = sum(a["points"] for a in result.adjustments)
+    score = sum(c.score for c in shown) + adjusted
     max_score = sum(c.max_score for c in shown)
     cells = [cell_view(c, labels) for c in result.cells]
     return {
         "student_view": student_view,
+        "identity": identity_view(result),
+        "adjustments": [
+            {
+                "kind": a["kind"],
+                "target": a["target"],
+                "points": f"{a['points']:+g}",
+                "change": f"{a['before']:g} → {a['after']:g}" if "before" in a else f"{a['points']:+g}",
+                "reason": a["reason"],
+            }
+            for a in result.adjustments
+        ],
+        "raw_score": fmt_points(result.raw_score),
         "name": result.name,
         "source": result.source,
         "status": result.status,
@@ -589,6 +603,22 @@ def submission_view(result: SubmissionResult, *, student_view: bool) -> dict:
         "failing_cells": [c for c in cells if c["status"] not in ("ok", "skipped")],
         "challenge": challenge_view(result.challenge),
     }
+
+
+def identity_view(result: SubmissionResult) -> list[tuple[str, str]]:
+    """Who submitted and when, as the LMS says: label and value pairs (empty for a plain folder)."""
+    s = result.student or {}
+    rows = [
+        ("student", s.get("name", "")),
+        ("student id", s.get("student_id", "")),
+        ("e-mail", s.get("email", "")),
+        (f"{s.get('lms', 'LMS').capitalize()} submission", s.get("lms_submission_id", "")),
+        ("submitted", s.get("submitted_at", "")),
+    ]
+    if s.get("late"):
+        days = s.get("days_late")
+        rows.append(("late", f"{days} day(s)" if days else "yes"))
+    return [(label, str(value)) for label, value in rows if value]
 
 
 @functools.cache  # templates are compiled once per process, not once per page
@@ -634,17 +664,33 @@ def trouble(result: SubmissionResult) -> str:
     return "; ".join(parts)
 
 
-def class_view(results: list[SubmissionResult], folders: list[str]) -> dict:
+def class_view(
+    results: list[SubmissionResult],
+    folders: list[str],
+    *,
+    skipped: list[tuple[str, str]] | None = None,
+    partial: bool = False,
+) -> dict:
+    from .flags import needs_a_look
+
     figures = summary(results)
     questions = [q for q in QUESTIONS if any(c.question == q for r in results for c in r.checks)]
     titles = next((r.question_titles for r in results if r.question_titles), {})
     students, problems = [], []
-    for r, folder in zip(results, folders):
+    for r, folder, flags in zip(results, folders, needs_a_look(results)):
         link = f"{folder}/report.html"
         scores = {q.id: q for q in r.questions()}
+        accuracy = (r.challenge or {}).get("val_accuracy")
         students.append(
             {
                 "name": r.name,
+                "student_id": r.student.get("student_id", ""),
+                "late": bool(r.student.get("late")),
+                "flags": [flag for flag, _ in flags],
+                "seconds": f"{r.duration:.1f}",
+                "seconds_sort": r.duration,
+                "q7": fmt_percent(accuracy, 1),
+                "q7_sort": accuracy if isinstance(accuracy, (int, float)) else -1,
                 "link": link,
                 "status": r.status,
                 "graded": r.status == "graded",
@@ -666,12 +712,7 @@ def class_view(results: list[SubmissionResult], folders: list[str]) -> dict:
                 ],
             }
         )
-        if r.status != "graded":
-            problems.append(
-                {"name": r.name, "link": link, "kind": r.status, "reason": r.reason or "no reason recorded"}
-            )
-        elif trouble(r):
-            problems.append({"name": r.name, "link": link, "kind": "timeout", "reason": trouble(r)})
+        problems.extend({"name": r.name, "link": link, "kind": flag, "reason": why} for flag, why in flags)
     graded = figures["graded"]
     per_question = []
     for q in questions:
@@ -701,6 +742,9 @@ def class_view(results: list[SubmissionResult], folders: list[str]) -> dict:
         "questions": questions,
         "students": students,
         "problems": problems,
+        "partial": partial,
+        "skipped": [{"path": path, "reason": why} for path, why in skipped or []],
+        "identities": any(r.student.get("student_id") for r in results),
         "submissions": figures["submissions"],
         "graded": graded,
         "invalid": len(figures["invalid"]),
@@ -715,12 +759,24 @@ def class_view(results: list[SubmissionResult], folders: list[str]) -> dict:
     }
 
 
-def write_class_summary(results: list[SubmissionResult], folders: list[str], out: Path) -> Path:
-    """Write out/index.html; folders[i] is the sub-folder (relative to out) holding results[i]'s reports."""
+def write_class_summary(
+    results: list[SubmissionResult],
+    folders: list[str],
+    out: Path,
+    *,
+    skipped: list[tuple[str, str]] | None = None,
+    partial: bool = False,
+) -> Path:
+    """Write out/index.html; folders[i] is the sub-folder (relative to out) holding results[i]'s reports.
+    ``skipped`` lists what the download held that is not a submission; ``partial`` marks a
+    batch that was interrupted or not yet complete."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
     path.write_text(
-        environment().get_template("index.html.j2").render(c=class_view(results, folders)), encoding="utf-8"
+        environment()
+        .get_template("index.html.j2")
+        .render(c=class_view(results, folders, skipped=skipped, partial=partial)),
+        encoding="utf-8",
     )
     return path

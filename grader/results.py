@@ -68,10 +68,21 @@ class SubmissionResult:
     rubric_sha: str = ""
     duration: float = 0.0
     graded_at: str = ""
+    # Who submitted (intake.Identity as a dict), and the hand overrides and late penalty
+    # applied when rendering (course.apply_policies): {"kind", "target", "question",
+    # "points" (the change), "reason"}. Neither is part of the cached grading.
+    student: dict[str, Any] = field(default_factory=dict)
+    adjustments: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def raw_score(self) -> float:
+        """The checks' points, before overrides and the late penalty."""
+        return round(sum(c.score for c in self.checks), 4)
 
     @property
     def score(self) -> float:
-        return round(sum(c.score for c in self.checks), 4)
+        """The final score: the checks' points with overrides and the late penalty."""
+        return round(self.raw_score + sum(a["points"] for a in self.adjustments), 4)
 
     @property
     def max_score(self) -> float:
@@ -83,11 +94,12 @@ class SubmissionResult:
             checks = [c for c in self.checks if c.question == q]
             if not checks:
                 continue
+            changed = sum(a["points"] for a in self.adjustments if a.get("question") == q)
             out.append(
                 QuestionScore(
                     id=q,
                     title=self.question_titles.get(q, q),
-                    score=round(sum(c.score for c in checks), 4),
+                    score=round(sum(c.score for c in checks) + changed, 4),
                     max_score=round(sum(c.max_score for c in checks), 4),
                     passed=sum(c.status == "passed" for c in checks),
                     total=len(checks),
