@@ -77,6 +77,6 @@ def needs_a_look(results: list[SubmissionResult]) -> list[list[Flag]]:
                 flags.append(("late", f"{a['points']:g} points: {a['reason']}"))
         if r.student.get("late") and not any(a["kind"] == "late" for a in r.adjustments):
             days = r.student.get("days_late")
-            flags.append(("late", f"{days} day(s) late, no penalty set" if days else "late, no penalty set"))
+            flags.append(("late", f"{days} day(s) late; no late penalty set" if days else "marked late; no late penalty set"))
         out.append(flags)
     return out

@@ -329,6 +329,8 @@ def _group_entry(
             )
         else:
             usable.append((path, original))
+    if not usable:
+        return None  # nothing gradable (each file is listed as skipped)
     mains = [(p, o) for p, o in usable if _kind(p) == "main"]
     if len(usable) == 1 and mains:
         path = mains[0][0]
