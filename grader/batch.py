@@ -215,7 +215,7 @@ def grade_batch(
         warn(f"the overrides for {student!r} match no submission")
 
     cpus = os.cpu_count() or 1
-    jobs = max(1, min(jobs or cpus, len(wanted) or 1))
+    jobs = max(1, min(jobs or cpus, len(entries)))  # as a full run: the threads per job are in the cache key
     limits = limits or Limits(threads=max(1, cpus // jobs))
     hide = private_paths(submissions=submissions, out=out, data=source, cache_dir=cache_dir)
     options = Options(
@@ -240,7 +240,7 @@ def grade_batch(
     def present(entry, raw: SubmissionResult) -> SubmissionResult:
         # Identity, overrides and the late penalty belong to the student, not to the bytes:
         # two students' identical files share one cache entry, never a name or a grade change.
-        student = {**entry.student, "checkpoint_sha256": checkpoint_hash(entry.path)}
+        student = {**entry.student, **file_hashes(entry.path)}
         return apply_policies(raw, student=student, **adjust)
 
     def finish(entry, raw: SubmissionResult, cached: bool) -> None:
@@ -312,6 +312,7 @@ def grade_batch(
         intake,
         partial=partial,
         cache_files={e.folder: f"{cache_key(e.path)}.json" for e in entries},
+        settings={k: str(Path(v).resolve()) if v else None for k, v in (("overrides", overrides), ("course", course))},
     )
     if reports:
         from .report import write_class_summary
@@ -322,21 +323,40 @@ def grade_batch(
     return ordered
 
 
-def checkpoint_hash(path: Path) -> str:
-    """sha256 of a submission folder's checkpoint (best_model.* first), to spot shared ones."""
+def file_hashes(path: Path) -> dict[str, str]:
+    """sha256 of a submission's notebook or module and of its checkpoint (best_model.*
+    first), whatever their names: the class page spots students who handed in the same."""
     from .checkpoint import CHECKPOINT_SUFFIXES, PREFERRED_NAMES
+    from .submission import InvalidSubmission, main_file
 
-    if not path.is_dir():
-        return ""
-    found = sorted(
-        (f for f in path.rglob("*") if f.suffix in CHECKPOINT_SUFFIXES and f.is_file() and not f.is_symlink()),
-        key=lambda f: (f.name not in PREFERRED_NAMES, str(f)),
-    )
-    return hashlib.sha256(found[0].read_bytes()).hexdigest() if found else ""
+    def sha(f: Path) -> str:
+        return hashlib.sha256(f.read_bytes()).hexdigest()
+
+    out = {"source_sha256": "", "checkpoint_sha256": ""}
+    try:
+        source = main_file(path)
+        if source.is_file() and not source.is_symlink():
+            out["source_sha256"] = sha(source)
+    except (InvalidSubmission, OSError):
+        pass
+    if path.is_dir():
+        found = sorted(
+            (f for f in path.rglob("*") if f.suffix in CHECKPOINT_SUFFIXES and f.is_file() and not f.is_symlink()),
+            key=lambda f: (f.name not in PREFERRED_NAMES, str(f)),
+        )
+        out["checkpoint_sha256"] = sha(found[0]) if found else ""
+    return out
 
 
 def write_index(
-    out: Path, entries, results: dict[str, SubmissionResult], intake, *, partial: bool, cache_files: dict[str, str]
+    out: Path,
+    entries,
+    results: dict[str, SubmissionResult],
+    intake,
+    *,
+    partial: bool,
+    cache_files: dict[str, str],
+    settings: dict[str, str | None],
 ) -> Path:
     """batch.json: what this batch holds, student by student (identity, the cache entry
     of the grading, the overrides and penalty applied), and whether it is complete
@@ -357,6 +377,7 @@ def write_index(
 
     doc = {
         "partial": partial,
+        **settings,
         "layouts": intake.layouts,
         "submissions": len(entries),
         "graded": sum(e.folder in results for e in entries),

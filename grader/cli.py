@@ -133,8 +133,12 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=FORMATS, help="which LMS's import format")
     p.add_argument("--out", type=Path, default=Path("reports"), help="the graded batch (default: reports/)")
     p.add_argument("--to", type=Path, metavar="FILE", help="where to write (default: <out>/<format>.csv)")
-    p.add_argument("--overrides", type=Path, metavar="FILE", help="re-apply this overrides file first")
-    p.add_argument("--course", type=Path, metavar="FILE", help="re-apply this course file (late policy, points)")
+    p.add_argument(
+        "--overrides", type=Path, metavar="FILE", help="overrides to apply (default: those the batch was graded with)"
+    )
+    p.add_argument(
+        "--course", type=Path, metavar="FILE", help="course file: late policy, points (default: the batch's)"
+    )
     return p
 
 
@@ -205,17 +209,13 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .course import CourseError, load_course
+    from .course import CourseError
     from .export import ExportError, export
-    from .overrides import OverridesError, load_overrides
+    from .overrides import OverridesError
 
     try:
         path, index = export(
-            out=args.out,
-            format=args.format,
-            dest=args.to,
-            overrides=load_overrides(args.overrides),
-            course=load_course(args.course),
+            out=args.out, format=args.format, dest=args.to, overrides=args.overrides, course=args.course
         )
     except (ExportError, OverridesError, CourseError) as exc:
         print(f"grade export: {exc}", file=sys.stderr)

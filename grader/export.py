@@ -22,8 +22,8 @@ import io
 import json
 from pathlib import Path
 
-from .course import Course, apply_policies
-from .overrides import Overrides
+from .course import Course, apply_policies, load_course
+from .overrides import load_overrides
 from .render import csv_cell
 from .results import SubmissionResult
 
@@ -170,23 +170,22 @@ def load_batch(out: Path) -> tuple[list[SubmissionResult], dict]:
 
 
 def export(
-    *,
-    out: Path,
-    format: str,
-    dest: Path | None = None,
-    overrides: Overrides | None = None,
-    course: Course | None = None,
+    *, out: Path, format: str, dest: Path | None = None, overrides: Path | None = None, course: Path | None = None
 ) -> tuple[Path, dict]:
-    """Write the ``format`` gradebook of the batch in ``out``; returns its path and the batch index."""
+    """Write the ``format`` gradebook of the batch in ``out``; returns its path and the
+    batch index. The overrides and course files are those given, else those the batch
+    was graded with, read again as they are now (an edit needs no regrading)."""
     if format not in WRITERS:
         raise ExportError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     results, index = load_batch(out)
     if not results:
         raise ExportError(f"the batch in {out} has no graded submission yet")
-    course = course or Course()
-    if overrides is not None or course != Course():
-        # Re-apply the files as they are now, on the graded checks (what results.json keeps).
-        results = [apply_policies(r, student=r.student, overrides=overrides, course=course) for r in results]
+    overrides = overrides or index.get("overrides")
+    course_path = course or index.get("course")
+    loaded = load_course(course_path)
+    if overrides or course_path:
+        rules = load_overrides(overrides)
+        results = [apply_policies(r, student=r.student, overrides=rules, course=loaded) for r in results]
     dest = dest or Path(out) / f"{format.removesuffix('-csv')}.csv"
-    dest.write_text(WRITERS[format](results, course), encoding="utf-8")
+    dest.write_text(WRITERS[format](results, loaded), encoding="utf-8")
     return dest, index

@@ -49,8 +49,8 @@ def needs_a_look(results: list[SubmissionResult]) -> list[list[Flag]]:
     by_hash: dict[str, list[str]] = {}
     by_checkpoint: dict[str, list[str]] = {}
     for r in results:
-        if r.sha256:
-            by_hash.setdefault(r.sha256, []).append(r.name)
+        if r.student.get("source_sha256") or r.sha256:
+            by_hash.setdefault(r.student.get("source_sha256") or r.sha256, []).append(r.name)
         if r.student.get("checkpoint_sha256"):
             by_checkpoint.setdefault(r.student["checkpoint_sha256"], []).append(r.name)
     out = []
@@ -62,9 +62,9 @@ def needs_a_look(results: list[SubmissionResult]) -> list[list[Flag]]:
             flags.append(("timeout", trouble(r)))
         if r.status == "graded" and r.max_score > 0 and r.raw_score == 0:
             flags.append(("all zero", "no check earned a point"))
-        twins = [n for n in by_hash.get(r.sha256, []) if n != r.name]
+        twins = [n for n in by_hash.get(r.student.get("source_sha256") or r.sha256, []) if n != r.name]
         if twins:
-            flags.append(("identical", "byte-identical to " + ", ".join(twins)))
+            flags.append(("identical", "the notebook or module is byte-identical to " + ", ".join(twins)))
         else:
             same = [n for n in by_checkpoint.get(r.student.get("checkpoint_sha256", ""), []) if n != r.name]
             if same:
@@ -77,6 +77,8 @@ def needs_a_look(results: list[SubmissionResult]) -> list[list[Flag]]:
                 flags.append(("late", f"{a['points']:g} points: {a['reason']}"))
         if r.student.get("late") and not any(a["kind"] == "late" for a in r.adjustments):
             days = r.student.get("days_late")
-            flags.append(("late", f"{days} day(s) late; no late penalty set" if days else "marked late; no late penalty set"))
+            flags.append(
+                ("late", f"{days} day(s) late; no late penalty set" if days else "marked late; no late penalty set")
+            )
         out.append(flags)
     return out
