@@ -8,6 +8,7 @@ re-run, or a run after a crash, regrades only what is new or changed.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import functools
 import hashlib
 import json
@@ -137,11 +138,29 @@ class Interrupted(Exception):
 
 
 def _ignore_interrupts() -> None:
-    """Pool processes leave Ctrl-C to the batch, and on SIGTERM unwind (closing their workers)."""
+    """Pool processes leave Ctrl-C to the batch; on SIGTERM (the batch was interrupted)
+    they stop their workers and exit at once, taking no further queued work."""
     import signal
 
+    def stop(*_) -> None:
+        for pid in _children():
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)  # each worker leads its own process group
+        os._exit(143)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _children() -> list[int]:
+    """This process's children (Linux /proc; none found elsewhere)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid():
+                found.append(int(stat_file.parent.name))
+    return found
 
 
 def grade_batch(

@@ -440,8 +440,8 @@ def test_moodle_and_gradescope_downloads_graded_end_to_end(tmp_path):
 def test_an_interrupted_batch_keeps_what_finished_and_resumes(tmp_path):
     subs = tmp_path / "subs"
     subs.mkdir()
-    for i in range(4):  # each takes a few seconds, so that the batch is caught midway
-        (subs / f"student{i}.py").write_text(f"import time\ntime.sleep(4)  # {i}\n" + Q1)
+    for i in range(3):  # each takes a few seconds, so that the batch is caught midway
+        (subs / f"student{i}.py").write_text(f"import time\ntime.sleep(2)  # {i}\n" + Q1)
     out = tmp_path / "out"
     command = [
         sys.executable,
@@ -469,7 +469,7 @@ def test_an_interrupted_batch_keeps_what_finished_and_resumes(tmp_path):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("grade: interrupted:") and "Traceback" not in stderr
     index = json.loads((out / "batch.json").read_text())
-    assert index["partial"] is True and 1 <= index["graded"] < 4
+    assert index["partial"] is True and 1 <= index["graded"] < 3
     assert "Partial results" in (out / "index.html").read_text()
     first = json.loads((out / "student0" / "results.json").read_text())["extra_data"]["submission"]["graded_at"]
 
@@ -477,6 +477,6 @@ def test_an_interrupted_batch_keeps_what_finished_and_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "student0: 12/12 (cached)" in done.stderr
     index = json.loads((out / "batch.json").read_text())
-    assert index["partial"] is False and index["graded"] == 4
+    assert index["partial"] is False and index["graded"] == 3
     assert json.loads((out / "student0" / "results.json").read_text())["extra_data"]["submission"]["graded_at"] == first
-    assert os.path.exists(out / "student3" / "report.html")
+    assert os.path.exists(out / "student2" / "report.html")
