@@ -25,6 +25,7 @@ import nbformat
 import pytest
 
 from grader.batch import BatchError, grade_batch
+from grader.cli import main
 from grader.course import Course, LatePolicy, apply_policies, lateness, load_course
 from grader.export import canvas_csv, export, gradescope_csv, moodle_csv
 from grader.intake import Entry, Identity, IntakeError, assign_folders, gather
@@ -382,6 +383,8 @@ def test_a_canvas_download_graded_end_to_end(tmp_path):
     canvas = {row["ID"]: row for row in rows(path)}
     assert canvas["12345"]["HW05 (4321)"] == "12" and canvas["34567"]["HW05 (4321)"] == "10"
     assert float(canvas["23456"]["HW05 (4321)"]) == pytest.approx(doe.score)
+    assert main(["export", "--format", "moodle", "--out", str(out)]) == 0  # the command
+    assert {row["Identifier"] for row in rows(out / "moodle.csv")} >= {"Participant 12345", "Participant 23456"}
 
     # An edited overrides file changes the export without regrading.
     (tmp_path / "overrides.toml").write_text('[34567]\nQ1 = { points = 6, reason = "copied" }\n')
@@ -480,3 +483,24 @@ def test_an_interrupted_batch_keeps_what_finished_and_resumes(tmp_path):
     assert index["partial"] is False and index["graded"] == 3
     assert json.loads((out / "student0" / "results.json").read_text())["extra_data"]["submission"]["graded_at"] == first
     assert os.path.exists(out / "student2" / "report.html")
+
+
+def test_the_class_page_flags_what_needs_a_look(tmp_path):
+    from grader.flags import needs_a_look
+    from grader.report import write_class_summary
+
+    near = result_of("near", {"Q1.output_shape": 2})
+    near.challenge = {"threshold": 0.7, "val_accuracy": 0.695, "val_ci": [0.666, 0.723], "mode": "retrain"}
+    clear = result_of("clear", {"Q1.output_shape": 2})
+    clear.challenge = {"threshold": 0.7, "val_accuracy": 0.80, "val_ci": [0.775, 0.824], "mode": "checkpoint"}
+    zero = result_of("zero", {})
+    zero.sha256 = "other"
+    for r in (near, clear):
+        r.student = {"checkpoint_sha256": "same"}
+    flags = [dict(f) for f in needs_a_look([near, clear, zero])]
+    assert "straddles the 70% threshold" in flags[0]["near threshold"] and "retrained" in flags[0]
+    assert "near threshold" not in flags[1] and "retrained" not in flags[1]
+    assert flags[0]["identical"].endswith("clear")  # same sha256 "x"
+    assert flags[2]["all zero"] == "no check earned a point" and "identical" not in flags[2]
+    page = write_class_summary([near, clear, zero], ["near", "clear", "zero"], tmp_path).read_text()
+    assert "straddles the 70% threshold" in page and "69.5%" in page  # the Q7 accuracy column
