@@ -130,7 +130,7 @@ def lateness(student: dict, policy: LatePolicy) -> tuple[bool, int | None, str]:
     if student.get("flagged_late"):
         if extended is not None:
             return False, None, f"marked late by the LMS, but the due date was extended to {extended.isoformat()}"
-        return True, None, "marked late by the LMS (no submission time given)"
+        return True, None, "marked late by the LMS, which gives no submission time"
     return False, 0 if due is not None and submitted else None, ""
 
 
@@ -149,7 +149,7 @@ def late_penalty(result: SubmissionResult, policy: LatePolicy) -> dict | None:
         "target": "total",
         "question": "",
         "points": -points,
-        "reason": f"{day_text}: {percent:g}% of the {'points earned' if policy.penalty_of == 'earned' else 'maximum'} ({why})",
+        "reason": f"{day_text}: {percent:g}% of the {'points earned' if policy.penalty_of == 'earned' else 'maximum'}; {why}",
     }
 
 

@@ -63,7 +63,8 @@ def canvas_csv(results: list[SubmissionResult], course: Course) -> str:
     for r in results:
         s = r.student
         rows.append(
-            [s.get("name") or r.name, s.get("student_id", ""), "", s.get("login", ""), "", f"{scaled(r, course):g}"]
+            # Canvas matches rows by ID; the login in its file names is not the SIS login: left out.
+            [s.get("name") or r.name, s.get("student_id", ""), "", "", "", f"{scaled(r, course):g}"]
         )
     return _csv(rows)
 

@@ -200,16 +200,20 @@ def _member_path(info: zipfile.ZipInfo) -> tuple[PurePosixPath | None, str]:
 
 
 def unwrap(root: Path) -> Path:
-    """A zip often wraps everything in one folder: look inside it."""
+    """A zip often wraps everything in one folder: look inside it, unless that folder is
+    itself one student's submission (a notebook in it, or an LMS's per-student folder)."""
     while True:
         children = [c for c in root.iterdir() if not c.name.startswith(".")]
-        if len(children) == 1 and children[0].is_dir() and not children[0].is_symlink():
-            inner = children[0]
-            if MOODLE.match(inner.name) or inner.name.startswith("submission_"):
-                return root  # a class of one student: the folder is the submission
-            root = inner
-        else:
+        if len(children) != 1 or not children[0].is_dir() or children[0].is_symlink():
             return root
+        inner = children[0]
+        if MOODLE.match(inner.name) or inner.name.startswith("submission_"):
+            return root
+        names = [c.name for c in inner.iterdir()]
+        wrapper = GRADESCOPE_METADATA in names or any(CANVAS.match(n) or MOODLE.match(n) for n in names)
+        if not wrapper and any(Path(n).suffix in SUFFIXES for n in names):
+            return root  # one student's folder: grade it as one submission
+        root = inner
 
 
 # -- layouts ------------------------------------------------------------------------------------

@@ -504,3 +504,9 @@ def test_the_class_page_flags_what_needs_a_look(tmp_path):
     assert flags[2]["all zero"] == "no check earned a point" and "identical" not in flags[2]
     page = write_class_summary([near, clear, zero], ["near", "clear", "zero"], tmp_path).read_text()
     assert "straddles the 70% threshold" in page and "69.5%" in page  # the Q7 accuracy column
+
+
+def test_a_zip_of_one_students_folder_is_one_submission(tmp_path):
+    source = make_zip(tmp_path / "alice.zip", {"alice/hw05.ipynb": notebook(Q1), "alice/best_model.pt": CHECKPOINT})
+    (entry,) = gather(source, workdir=tmp_path / "work").entries
+    assert entry.identity.name == "alice" and entry.path.is_dir()
