@@ -183,6 +183,7 @@ def grade_batch(
     course: str | Path | None = None,
     only: list[str] | None = None,
     warn=None,
+    similarity: bool = True,
 ) -> list[SubmissionResult]:
     """Grade every submission in ``submissions`` (a folder, an LMS download as a .zip,
     or a single file) and write the results under ``out``. ``questions`` limits grading
@@ -190,7 +191,8 @@ def grade_batch(
     overrides and the late policy when rendering. ``only`` regrades just the students it
     names (login, id, name or folder) and leaves the others' reports untouched.
     ``warn`` receives sentences worth showing (skipped entries, unmatched overrides).
-    Raises BatchError if the batch cannot run at all, Interrupted on Ctrl-C."""
+    ``similarity`` runs the similarity analysis over the batch (for the instructor's
+    outputs only). Raises BatchError if the batch cannot run at all, Interrupted on Ctrl-C."""
     from .course import CourseError, apply_policies, load_course
     from .data import DataError, load_cifar10
     from .intake import IntakeError, gather, normal
@@ -323,7 +325,12 @@ def grade_batch(
     ordered = [results[e.folder] for e in entries if e.folder in results]
     folders = [e.folder for e in entries if e.folder in results]
     partial = interrupted or len(ordered) < len(entries)
-    write_batch_files(ordered, out)
+    analysis = None
+    if similarity and not interrupted:
+        graded = [e for e in entries if e.folder in results]
+        analysis = _similarity(graded, ordered, out, wanted, progress)
+    top = analysis.top_by_student() if analysis is not None else {}
+    write_batch_files(ordered, out, similar=[top.get(f) for f in folders] if analysis is not None else None)
     write_index(
         out,
         entries,
@@ -336,10 +343,44 @@ def grade_batch(
     if reports:
         from .report import write_class_summary
 
-        write_class_summary(ordered, folders, out, skipped=intake.skipped, partial=partial)
+        write_class_summary(ordered, folders, out, skipped=intake.skipped, partial=partial, similarity=analysis)
     if interrupted:
         raise Interrupted(sum(e.folder in results for e in todo), len(todo), out)
     return ordered
+
+
+def _similarity(entries, results: list[SubmissionResult], out: Path, wanted: set[str], progress: bool):
+    """The similarity analysis of the batch (submissions named by their report folders),
+    added to the results.json of those graded now (the instructor's file; students'
+    reports never show it) and written to similarity.json. A failure here leaves the
+    grades as they are."""
+    from .similarity import analyse
+
+    if len(entries) < 2:
+        return None
+    folders = [e.folder for e in entries]
+    try:
+        analysis, notes = analyse(
+            submissions=[e.path for e in entries], results=dict(zip(folders, results)), names=folders
+        )
+    except Exception as exc:
+        print(
+            f"grade: the similarity analysis failed ({type(exc).__name__}: {exc}); grades are unaffected",
+            file=sys.stderr,
+        )
+        return None
+    top = analysis.top_by_student()
+    for folder, result in zip(folders, results):
+        if folder in wanted:
+            write_results_json(result, out / folder, instructor_extra={"similarity": top.get(folder)})
+    (out / "similarity.json").write_text(json.dumps(analysis.to_dict() | {"notes": notes}, indent=2) + "\n")
+    if progress:
+        print(
+            f"similarity: {len(analysis.flagged())} pair(s) and {len(analysis.flagged_archive())} archive match(es) "
+            f"flagged among {analysis.submissions} submissions ({analysis.seconds:.1f} s)",
+            file=sys.stderr,
+        )
+    return analysis
 
 
 def file_hashes(path: Path) -> dict[str, str]:

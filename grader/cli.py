@@ -4,6 +4,7 @@ grade SUBMISSIONS [options]     grade every notebook or module in a folder (or o
 grade --self-check FILE         a student's quick check of their own notebook or module
 grade assign [--check]          regenerate the student template from the answer key
 grade export --format F         the gradebook file Canvas, Moodle or Gradescope imports
+grade similarity SUBMISSIONS    flag copied work in a class (and from an archive)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ examples:
 LMS downloads: a folder or .zip from Canvas (smithjohn_12345_67890_hw05.ipynb),
 Moodle (Ana García_34567_assignsubmission_file_/) or Gradescope (submission_metadata.yml)
 is read with each student's name and id; a student's several files are one submission.
+  grade similarity submissions/ --against archive/     pairs of submissions that look copied
 
 outputs (under --out, default reports/):
   <submission>/results.json     Gradescope-format results, every check with its reason
@@ -108,6 +110,11 @@ def _grading_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help="regrade only these students (logins, ids, names or report folders, comma-separated)",
     )
+    p.add_argument(
+        "--no-similarity",
+        action="store_true",
+        help="skip the similarity analysis after the batch (see grade similarity --help)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -142,12 +149,48 @@ def _export_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _similarity_parser() -> argparse.ArgumentParser:
+    from .similarity import THRESHOLD
+
+    p = argparse.ArgumentParser(
+        prog="grade similarity",
+        description=(
+            "Flag submissions that look copied from each other (or, with --against, from an archive of "
+            "earlier submissions or public solutions). Only the answers count, never the template; code is "
+            "compared after normalising names, literals, comments, layout and the order of independent "
+            "statements; a fragment many students write is worth little, and Question 7 weighs most. "
+            "Identical checkpoints, the same unusual Question 7 model and identical rare outputs add evidence."
+        ),
+        epilog=(
+            "output: one line per flagged pair, tab-separated: both names, the score (0 to 1), the questions "
+            'involved, and other evidence in parentheses; then the archive matches ("matches archive entry X"). '
+            "After a batch, `grade` runs the same analysis and adds it to index.html, gradebook.csv and each "
+            "results.json (instructor view only)."
+        ),
+    )
+    p.add_argument("submissions", type=Path, help="a folder of submissions, as for grading")
+    p.add_argument("--against", metavar="DIR", type=Path, help="an archive folder of earlier submissions or solutions")
+    p.add_argument(
+        "--threshold", type=float, default=THRESHOLD, help=f"flag pairs scoring at least this (default: {THRESHOLD})"
+    )
+    p.add_argument(
+        "--results",
+        metavar="DIR",
+        type=Path,
+        help="a batch's reports folder: its results add Question 7 models and error messages as evidence",
+    )
+    p.add_argument("--json", metavar="FILE", type=Path, help="also write the flagged pairs as JSON")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["assign"]:
         return _assign(_assign_parser().parse_args(argv[1:]))
     if argv[:1] == ["export"]:
         return _export(_export_parser().parse_args(argv[1:]))
+    if argv[:1] == ["similarity"]:
+        return _similarity(_similarity_parser().parse_args(argv[1:]))
     parser = _grading_parser()
     args = parser.parse_args(argv)
     if args.self_check:
@@ -185,6 +228,7 @@ def _grade(args: argparse.Namespace) -> int:
             course=args.course,
             only=[n.strip() for n in args.only.split(",") if n.strip()] if args.only else None,
             warn=lambda text: print(f"grade: {text}", file=sys.stderr),
+            similarity=not args.no_similarity,
         )
     except BatchError as exc:
         print(f"grade: {exc}", file=sys.stderr)
@@ -225,6 +269,35 @@ def _export(args: argparse.Namespace) -> int:
             f"grade export: the batch is partial ({index['graded']} of {index['submissions']} graded)", file=sys.stderr
         )
     print(f"wrote {path}")
+    return 0
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    import json
+
+    from .similarity import analyse, saved_results
+
+    for folder in (args.submissions, args.against):
+        if folder is not None and not folder.is_dir():
+            print(f"grade similarity: {folder} is not a folder", file=sys.stderr)
+            return 2
+    results = saved_results(args.results) if args.results else None
+    analysis, notes = analyse(
+        submissions=args.submissions, against=args.against, threshold=args.threshold, results=results
+    )
+    for note in notes:
+        print(note, file=sys.stderr)
+    for match in analysis.flagged():
+        print(match.line())
+    for match in analysis.flagged_archive():
+        print(match.line())
+    print(
+        f"{len(analysis.flagged())} pair(s) and {len(analysis.flagged_archive())} archive match(es) at or above "
+        f"{args.threshold:g}, among {analysis.submissions} submissions ({analysis.seconds:.1f} s)",
+        file=sys.stderr,
+    )
+    if args.json:
+        args.json.write_text(json.dumps(analysis.to_dict(), indent=2) + "\n")
     return 0
 
 

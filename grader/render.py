@@ -19,10 +19,15 @@ def csv_cell(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def write_results_json(result: SubmissionResult, folder: Path) -> Path:
+def write_results_json(result: SubmissionResult, folder: Path, *, instructor_extra: dict | None = None) -> Path:
+    """``instructor_extra`` joins extra_data, which only the instructor sees (the
+    similarity analysis's top match, say)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "results.json"
-    path.write_text(json.dumps(gradescope(result), indent=2, sort_keys=False) + "\n")
+    doc = gradescope(result)
+    if instructor_extra:
+        doc["extra_data"].update(instructor_extra)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     return path
 
 
@@ -32,15 +37,30 @@ IDENTITY_COLUMNS = ["name", "student_id", "lms_submission_id", "late", "days_lat
 EXTRA_COLUMNS = ["raw_score", "late_penalty", "overrides", "grading_seconds", "q7_accuracy", "needs_a_look"]
 
 
-def gradebook_csv(results: list[SubmissionResult]) -> str:
+def gradebook_csv(results: list[SubmissionResult], similar: list[dict | None] | None = None) -> str:
+    """The gradebook; with ``similar`` (from the similarity analysis, one entry per
+    result), each student's strongest match and its score, for the instructor: the
+    gradebook is not shown to students."""
     from .flags import needs_a_look
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    similar_columns = ["similar_to", "similarity"] if similar is not None else []
     writer.writerow(
-        ["submission", "file", "status", "score", "max_score", *QUESTIONS, "reason", *IDENTITY_COLUMNS, *EXTRA_COLUMNS]
+        [
+            "submission",
+            "file",
+            "status",
+            "score",
+            "max_score",
+            *QUESTIONS,
+            "reason",
+            *IDENTITY_COLUMNS,
+            *EXTRA_COLUMNS,
+            *similar_columns,
+        ]
     )
-    for r, flags in zip(results, needs_a_look(results)):
+    for n, (r, flags) in enumerate(zip(results, needs_a_look(results))):
         scores = {q.id: f"{q.score:g}" for q in r.questions()}
         student = r.student
         penalty = -sum(a["points"] for a in r.adjustments if a["kind"] == "late")
@@ -68,6 +88,9 @@ def gradebook_csv(results: list[SubmissionResult]) -> str:
             f"{accuracy:.4f}" if isinstance(accuracy, (int, float)) else "",
             "; ".join(f"{flag}: {why}" for flag, why in flags),
         ]
+        if similar is not None:
+            match = similar[n]
+            row += [match["with"], f"{match['score']:.2f}"] if match else ["", ""]
         writer.writerow([csv_cell(v) for v in row])
     return out.getvalue()
 
@@ -115,10 +138,12 @@ def summary(results: list[SubmissionResult]) -> dict:
     }
 
 
-def write_batch_files(results: list[SubmissionResult], out: Path) -> list[Path]:
+def write_batch_files(
+    results: list[SubmissionResult], out: Path, *, similar: list[dict | None] | None = None
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     gradebook = out / "gradebook.csv"
-    gradebook.write_text(gradebook_csv(results))
+    gradebook.write_text(gradebook_csv(results, similar))
     summary_path = out / "summary.json"
     summary_path.write_text(json.dumps(summary(results), indent=2) + "\n")
     return [gradebook, summary_path]

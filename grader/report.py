@@ -664,12 +664,49 @@ def trouble(result: SubmissionResult) -> str:
     return "; ".join(parts)
 
 
+SIMILAR_PAIRS_SHOWN = 100  # the class page lists at most this many flagged pairs
+
+
+def similarity_view(analysis, links: dict[str, str]) -> dict | None:
+    """The flagged pairs of a similarity analysis (grader/similarity.py) for the class
+    page: names, score, questions, other evidence, and both sides' matching regions."""
+    if analysis is None:
+        return None
+    pairs = []
+    for m in [*analysis.flagged(), *analysis.flagged_archive()][:SIMILAR_PAIRS_SHOWN]:
+        views = analysis.views(m)
+        pairs.append(
+            {
+                "a": m.a,
+                "a_link": links.get(m.a),
+                "b": m.b,
+                "b_link": None if m.archive else links.get(m.b),
+                "archive": m.archive,
+                "score": f"{m.score:.2f}",
+                "questions": ", ".join(m.questions) or "—",
+                "evidence": m.evidence,
+                "views": [
+                    {"question": q, "left": left, "right": right} for q, (left, right) in views.items() if left or right
+                ],
+            }
+        )
+    flagged = len(analysis.flagged()) + len(analysis.flagged_archive())
+    return {
+        "pairs": pairs,
+        "flagged": flagged,
+        "more": max(0, flagged - len(pairs)),
+        "threshold": f"{analysis.threshold:g}",
+        "submissions": analysis.submissions,
+    }
+
+
 def class_view(
     results: list[SubmissionResult],
     folders: list[str],
     *,
     skipped: list[tuple[str, str]] | None = None,
     partial: bool = False,
+    similarity=None,
 ) -> dict:
     from .flags import needs_a_look
 
@@ -756,6 +793,7 @@ def class_view(
         "histogram": histogram(totals, max_score, figures["mean_score"]) if totals else Markup(""),
         "per_question": per_question,
         "most_failed": most_failed,
+        "similar": similarity_view(similarity, {f: f"{f}/report.html" for f in folders}),
     }
 
 
@@ -766,17 +804,19 @@ def write_class_summary(
     *,
     skipped: list[tuple[str, str]] | None = None,
     partial: bool = False,
+    similarity=None,
 ) -> Path:
     """Write out/index.html; folders[i] is the sub-folder (relative to out) holding results[i]'s reports.
     ``skipped`` lists what the download held that is not a submission; ``partial`` marks a
-    batch that was interrupted or not yet complete."""
+    batch that was interrupted or not yet complete; ``similarity`` (an analysis of the
+    batch) adds the "Similar submissions" section."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
     path.write_text(
         environment()
         .get_template("index.html.j2")
-        .render(c=class_view(results, folders, skipped=skipped, partial=partial)),
+        .render(c=class_view(results, folders, skipped=skipped, partial=partial, similarity=similarity)),
         encoding="utf-8",
     )
     return path

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .preprocess import Cell, module_cells, prepare
+from .preprocess import Cell, drop_empty, identify_questions, module_cells, prepare
 
 SUFFIXES = (".ipynb", ".py")
 MAX_SOURCE_BYTES = 20 << 20  # a notebook larger than this is not homework
@@ -81,8 +81,10 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_submission(path: Path) -> Submission:
-    """Read a submission into prepared cells; InvalidSubmission if it cannot be read."""
+def load_submission(path: Path, *, to_run: bool = True) -> Submission:
+    """Read a submission into prepared cells; InvalidSubmission if it cannot be read.
+    ``to_run=False`` leaves the cells as written, only attributed to their questions
+    (for reading them, as the similarity analysis does: neutralising costs time)."""
     path = Path(path)
     if not path.exists():
         raise InvalidSubmission(f"{path} does not exist")
@@ -101,7 +103,7 @@ def load_submission(path: Path) -> Submission:
         cells, version, notes = module_cells(text), None, []
         layout = "template" if "# >>> Question" in text else "unknown"
         kind = "module"
-    cells = prepare(cells)
+    cells = prepare(cells) if to_run else drop_empty(identify_questions(cells))
     for cell in cells:
         notes.extend(cell.notes)
     if layout == "unknown" and any(c.questions for c in cells):
