@@ -197,7 +197,7 @@ def test_class_page_section_escapes_and_highlights(tmp_path):
         corpus_module.write(s, tmp_path)
     found, _ = similarity.analyse(submissions=tmp_path)
     assert [(m.a, m.b) for m in found.flagged()] == [("alice", "bob")]
-    view = class_view([], [], found)
+    view = class_view([], [], similarity=found)
     html = environment().get_template("index.html.j2").render(c=view)
     assert "Similar submissions" in html
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
