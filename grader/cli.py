@@ -5,6 +5,7 @@ grade --self-check FILE         a student's quick check of their own notebook or
 grade assign [--check]          regenerate the student template from the answer key
 grade export --format F         the gradebook file Canvas, Moodle or Gradescope imports
 grade similarity SUBMISSIONS    flag copied work in a class (and from an archive)
+grade gradescope build          write the autograder.zip to upload to Gradescope
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ examples:
                                                        an LMS download, late policy, hand overrides
   grade submissions.zip --only smithjohn               regrade one student, leave the others
   grade export --format canvas                         reports/canvas.csv for Canvas's grade import
+  grade gradescope build --data cifar10.tar.gz         the autograder.zip to upload to Gradescope
 
 LMS downloads: a folder or .zip from Canvas (smithjohn_12345_67890_hw05.ipynb),
 Moodle (Ana García_34567_assignsubmission_file_/) or Gradescope (submission_metadata.yml)
@@ -183,6 +185,47 @@ def _similarity_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _gradescope_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="grade gradescope",
+        description="Grade on Gradescope: build the autograder zip to upload (build); inside Gradescope,"
+        " setup.sh and run_autograder call prepare and run.",
+    )
+    sub = p.add_subparsers(dest="action", required=True)
+    build = sub.add_parser(
+        "build",
+        help="write the autograder zip: setup.sh, run_autograder, the rubric, the grader and the dataset",
+        description="Write the zip to upload on Gradescope's Configure Autograder page.",
+    )
+    build.add_argument("--out", type=Path, default=Path("autograder.zip"), help="where (default: autograder.zip)")
+    build.add_argument("--rubric", type=Path, help="a rubric TOML file (default: the one shipped, totalling 100)")
+    build.add_argument("--data", type=Path, metavar="PATH", help="CIFAR-10 to put inside the zip (.tar.gz or folder)")
+    build.add_argument(
+        "--download",
+        action="store_true",
+        help="instead of --data: setup.sh downloads CIFAR-10 (170 MB) with torchvision when Gradescope builds the image",
+    )
+    build.add_argument(
+        "--torch-index",
+        default=None,
+        metavar="URL",
+        help="package index for torch (default: the CPU builds, %s; 'pypi' for PyPI's CUDA builds)"
+        % "https://download.pytorch.org/whl/cpu",
+    )
+    build.add_argument(
+        "--train-budget",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="seconds for retraining a Question 7 model that has no checkpoint (default: 900)",
+    )
+    run = sub.add_parser("run", help="grade ROOT/submission as one submission; write ROOT/results/results.json")
+    run.add_argument("--root", type=Path, default=Path("/autograder"), help="Gradescope's root (default: /autograder)")
+    prepare = sub.add_parser("prepare", help="setup.sh's last step: fetch and decode CIFAR-10 into the cache")
+    prepare.add_argument("--source", type=Path, default=Path("/autograder/source"), help="the unpacked zip")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["assign"]:
@@ -191,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return _export(_export_parser().parse_args(argv[1:]))
     if argv[:1] == ["similarity"]:
         return _similarity(_similarity_parser().parse_args(argv[1:]))
+    if argv[:1] == ["gradescope"]:
+        return _gradescope(_gradescope_parser().parse_args(argv[1:]))
     parser = _grading_parser()
     args = parser.parse_args(argv)
     if args.self_check:
@@ -324,6 +369,35 @@ def _assign(args: argparse.Namespace) -> int:
         print("student template and examples are up to date")
         return 0
     print("wrote " + (", ".join(map(str, changed)) if changed else "nothing (already up to date)"))
+    return 0
+
+
+def _gradescope(args: argparse.Namespace) -> int:
+    from . import gradescope
+
+    if args.action == "run":
+        gradescope.run_autograder(root=args.root)  # writes results.json whatever happens
+        return 0
+    if args.action == "prepare":
+        gradescope.prepare(source=args.source)
+        return 0
+    from .rubric import RubricError
+
+    index = {None: gradescope.CPU_TORCH_INDEX, "pypi": None}.get(args.torch_index, args.torch_index)
+    try:
+        out = gradescope.build_autograder(
+            out=args.out,
+            rubric=args.rubric,
+            data=args.data,
+            download=args.download,
+            torch_index=index,
+            train_budget=args.train_budget,
+        )
+    except (RubricError, ValueError, OSError) as exc:
+        print(f"grade gradescope build: {exc}", file=sys.stderr)
+        return 2
+    size = out.stat().st_size / 1e6
+    print(f"wrote {out} ({size:.1f} MB): upload it on Gradescope's Configure Autograder page")
     return 0
 
 
