@@ -37,3 +37,16 @@ def cifar10(cifar10_path, cifar10_cache):
 def data_loader(cifar10):
     """What grade_submission takes as ``data_loader``: the session's one loaded dataset."""
     return lambda: cifar10
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_results_json_follows_gradescope(tmp_path_factory):
+    """Every results.json the tests write follows Gradescope's specification (checked
+    once, when the session ends, over the whole temporary folder)."""
+    yield
+    import json
+
+    from gradescope_schema import validate
+
+    for path in tmp_path_factory.getbasetemp().rglob("results.json"):
+        validate(json.loads(path.read_text()))

@@ -99,7 +99,7 @@ def test_batch_outputs_and_a_resumed_run(tmp_path, filled_script):
     assert names == {"alice", "=HYPERLINK(evil)"}
 
     doc = json.loads((out / "alice" / "results.json").read_text())
-    assert doc["score"] == doc["max_score"] == 12
+    assert doc["score"] == doc["extra_data"]["max_score"] == 12
     assert {t["name"].split()[0] for t in doc["tests"]} == {"Q1"}
     assert all({"name", "score", "max_score", "status", "output", "visibility"} <= set(t) for t in doc["tests"])
 
