@@ -21,6 +21,7 @@ import importlib.metadata
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import time
@@ -140,20 +141,19 @@ def build_autograder(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        _add(zf, "setup.sh", setup.encode(), executable=True)
-        _add(zf, "run_autograder", run.encode(), executable=True)
-        _add(zf, "rubric.toml", rubric_path.read_bytes())
-        wheel_name, wheel = build_wheel()
-        _add(zf, f"wheels/{wheel_name}", wheel)
-        if data is not None:
-            name, payload = _dataset_archive(Path(data))
-            config["data"] = f"data/{name}"
-            zf.write(payload, config["data"], compress_type=zipfile.ZIP_STORED)  # already compressed
-            if payload != Path(data):
-                payload.unlink()
-        _add(zf, "config.json", (json.dumps(config, indent=2) + "\n").encode())
-    partial.replace(out)
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            _add(zf, "setup.sh", setup.encode(), executable=True)
+            _add(zf, "run_autograder", run.encode(), executable=True)
+            _add(zf, "rubric.toml", rubric_path.read_bytes())
+            wheel_name, wheel = build_wheel()
+            _add(zf, f"wheels/{wheel_name}", wheel)
+            if data is not None:
+                config["data"] = _add_dataset(zf, Path(data))
+            _add(zf, "config.json", (json.dumps(config, indent=2) + "\n").encode())
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out
 
 
@@ -164,15 +164,21 @@ def _add(zf: zipfile.ZipFile, name: str, data: bytes, *, executable: bool = Fals
     zf.writestr(info, data)
 
 
-def _dataset_archive(path: Path) -> tuple[str, Path]:
-    """The dataset as one file for the zip: an archive as it is, a folder as a .tar.gz."""
-    if path.is_file():
-        return path.name, path
-    handle, name = tempfile.mkstemp(suffix=".tar.gz")
-    os.close(handle)
-    with tarfile.open(name, "w:gz") as tar:
-        tar.add(path, arcname=path.name)
-    return f"{path.name}.tar.gz", Path(name)
+def _add_dataset(zf: zipfile.ZipFile, path: Path) -> str:
+    """Put the dataset in the zip as one file, stored as it is (an archive is already
+    compressed; a folder is archived first); return its name there."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if path.is_dir():
+            archive = Path(tmp) / f"{path.name}.tar.gz"
+            with tarfile.open(archive, "w:gz") as tar:
+                tar.add(path, arcname=path.name)
+            path = archive
+        name = f"data/{path.name}"
+        info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        with path.open("rb") as src, zf.open(info, "w", force_zip64=True) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    return name
 
 
 def build_wheel() -> tuple[str, bytes]:
