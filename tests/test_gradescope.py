@@ -246,3 +246,20 @@ def test_results_json_for_gradescope_hides_what_students_may_not_see():
     assert doc["tests"][1]["output"] == r"x &lt;b&gt;wrong&lt;/b&gt; \*here\*"  # student text stays text
     assert "secret" not in json.dumps(doc["tests"])  # the grader's own traceback is for instructors
     assert doc["leaderboard"] == [{"name": "Validation accuracy", "value": 0.7123, "order": "desc"}]
+
+
+def test_build_refuses_what_cannot_work(tmp_path, capsys):
+    from grader.cli import main
+
+    out = tmp_path / "autograder.zip"
+    assert main(["gradescope", "build", "--out", str(out)]) == 2
+    assert "--data PATH" in capsys.readouterr().err
+    bad = tmp_path / "rubric.toml"
+    bad.write_text("[Q1]\nchecks.no_such_check = { points = 1 }\n")
+    assert main(["gradescope", "build", "--download", "--rubric", str(bad), "--out", str(out)]) == 2
+    assert "no_such_check" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    assert main(["gradescope", "build", "--download", "--out", str(out)]) == 0
+    with zipfile.ZipFile(out) as zf:
+        assert json.loads(zf.read("config.json"))["download"] is True
+        assert not any(n.startswith("data/") for n in zf.namelist())
