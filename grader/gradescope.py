@@ -20,6 +20,7 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import math
 import os
 import shutil
 import tarfile
@@ -264,7 +265,7 @@ def _grade(root: Path) -> dict[str, Any]:
     metadata = read_metadata(root / "submission_metadata.json")
     folder = submission_folder(root / "submission")
     loader = functools.partial(_load_data, source, config)
-    threads = max(1, os.cpu_count() or 1)
+    threads = available_cpus()
     torch.set_num_threads(threads)
     limits = Limits(threads=threads, train_seconds=float(config.get("train_budget", 900.0)))
     # The source folder holds the rubric, the dataset and its cache: nothing a student may read.
@@ -313,14 +314,29 @@ def _crash_doc(root: Path, duration: float) -> dict[str, Any]:
 def submission_folder(folder: Path) -> Path:
     """The folder holding the submission: Gradescope unpacks an uploaded zip as it is, so a
     lone sub-folder (``hw5/notebook.ipynb``) stands for the submission itself."""
-    from .submission import SUFFIXES
-
     entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))] if folder.is_dir() else []
     if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
-        inner = entries[0]
-        if not any(p.suffix in SUFFIXES for p in entries if p.is_file()):
-            return inner
+        return entries[0]
     return folder
+
+
+def available_cpus() -> int:
+    """CPUs this container may use: Gradescope's limit is a cgroup quota, which
+    os.cpu_count() does not see (it counts the host's)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for path in ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
+        try:
+            fields = Path(path).read_text().split()
+            if path.endswith("cpu.max"):
+                quota, period = fields[0], fields[1]
+            else:
+                quota, period = fields[0], Path(path).with_name("cpu.cfs_period_us").read_text().split()[0]
+            if quota not in ("max", "-1"):
+                cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+            break
+        except (OSError, ValueError, IndexError):
+            continue
+    return max(1, cpus)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

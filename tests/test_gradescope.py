@@ -263,3 +263,12 @@ def test_build_refuses_what_cannot_work(tmp_path, capsys):
     with zipfile.ZipFile(out) as zf:
         assert json.loads(zf.read("config.json"))["download"] is True
         assert not any(n.startswith("data/") for n in zf.namelist())
+
+
+def test_an_uploaded_folder_is_the_submission(tmp_path):
+    upload = tmp_path / "submission"
+    (upload / "hw5").mkdir(parents=True)
+    (upload / "__MACOSX").mkdir()
+    assert gradescope.submission_folder(upload) == upload / "hw5"  # a zip of a folder, unpacked as it is
+    (upload / "best_model.pt").write_bytes(b"")
+    assert gradescope.submission_folder(upload) == upload
