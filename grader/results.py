@@ -207,6 +207,9 @@ def summary_markdown(result: SubmissionResult, lines: list[str]) -> str:
         )
     else:
         parts.append(f"**Score: {points} points.**")
+    for a in result.adjustments:  # the late penalty and hand overrides, with their reasons
+        what = "Late penalty" if a.get("kind") == "late" else "Adjusted by your instructor"
+        parts.append(f"{what}: {a.get('points', 0):+g} points ({md_text(a.get('reason', ''))}).")
     parts.extend(md_text(line) for line in lines)
     if result.notes:
         parts.append("\n".join(f"- {md_text(note)}" for note in result.notes))

@@ -74,7 +74,10 @@ def validate(doc: dict) -> None:
     jsonschema.Draft202012Validator(RESULTS).validate(doc)
     tests = doc["tests"]
     if tests:
-        assert abs(doc["score"] - sum(t["score"] for t in tests)) < 1e-6, "the score is not the sum of the tests"
+        # The score is the tests' points plus the late penalty and overrides, if any.
+        adjustments = doc.get("extra_data", {}).get("submission", {}).get("adjustments", [])
+        expected = sum(t["score"] for t in tests) + sum(a["points"] for a in adjustments)
+        assert abs(doc["score"] - expected) < 1e-6, "the score is not the sum of the tests and adjustments"
         numbers = [t["number"] for t in tests]
         assert len(set(numbers)) == len(numbers), "two tests share a number"
     hidden = [t for t in tests if t["visibility"] != "visible"]

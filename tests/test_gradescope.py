@@ -272,3 +272,13 @@ def test_an_uploaded_folder_is_the_submission(tmp_path):
     assert gradescope.submission_folder(upload) == upload / "hw5"  # a zip of a folder, unpacked as it is
     (upload / "best_model.pt").write_bytes(b"")
     assert gradescope.submission_folder(upload) == upload
+
+
+def test_a_late_penalty_is_in_the_score_and_explained():
+    checks = [CheckResult("Q1.a", "Q1", "a", "passed", 4.0, 4.0, "visible", "fine")]
+    penalty = {"kind": "late", "target": "total", "question": None, "points": -1.0, "reason": "1 day late: 25%"}
+    result = SubmissionResult("s", "s.py", "", "graded", checks=checks, adjustments=[penalty])
+    doc = gradescope_json(result)
+    validate(doc)
+    assert doc["score"] == 3 and doc["tests"][0]["score"] == 4
+    assert "Late penalty: -1 points (1 day late: 25%)." in doc["output"]
