@@ -183,10 +183,9 @@ def _add_dataset(zf: zipfile.ZipFile, path: Path) -> str:
 
 
 def build_wheel() -> tuple[str, bytes]:
-    """A wheel of the installed grader and answer key, made from the package files and
-    the installed distribution's metadata: no build tools or network needed."""
-    dist = importlib.metadata.distribution(DISTRIBUTION)
-    version = dist.version
+    """A wheel of the grader and answer key as they are here, made from the package files
+    and the project's metadata: no build tools or network needed."""
+    version, metadata, scripts = _project_metadata()
     tag = f"{DISTRIBUTION.replace('-', '_')}-{version}"
     info = f"{tag}.dist-info"
     files: dict[str, bytes] = {}
@@ -195,14 +194,13 @@ def build_wheel() -> tuple[str, bytes]:
         for path in sorted(root.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
                 files[f"{package}/{path.relative_to(root).as_posix()}"] = path.read_bytes()
-    files[f"{info}/METADATA"] = (
-        dist.read_text("METADATA") or f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\n"
-    ).encode()
+    files[f"{info}/METADATA"] = metadata.encode()
     files[f"{info}/WHEEL"] = (
         b"Wheel-Version: 1.0\nGenerator: grader.gradescope\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     )
-    scripts = "".join(f"{ep.name} = {ep.value}\n" for ep in dist.entry_points if ep.group == "console_scripts")
-    files[f"{info}/entry_points.txt"] = f"[console_scripts]\n{scripts}".encode()
+    files[f"{info}/entry_points.txt"] = (
+        "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items())
+    ).encode()
     record = []
     for name, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
@@ -213,6 +211,29 @@ def build_wheel() -> tuple[str, bytes]:
         for name, data in files.items():
             _add(zf, name, data)
     return f"{tag}-py3-none-any.whl", buffer.getvalue()
+
+
+def _project_metadata() -> tuple[str, str, dict[str, str]]:
+    """Version, METADATA text and console scripts: from pyproject.toml in a source
+    checkout (an editable install's recorded metadata may be older), else from the
+    installed distribution."""
+    from .rubric import tomllib
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        project = tomllib.loads(pyproject.read_text())["project"]
+        lines = [
+            "Metadata-Version: 2.1",
+            f"Name: {project['name']}",
+            f"Version: {project['version']}",
+            f"Summary: {project.get('description', '')}",
+            f"Requires-Python: {project.get('requires-python', '>=3.10')}",
+            *(f"Requires-Dist: {d}" for d in project.get("dependencies", [])),
+        ]
+        return project["version"], "\n".join(lines) + "\n", dict(project.get("scripts", {}))
+    dist = importlib.metadata.distribution(DISTRIBUTION)
+    scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+    return dist.version, dist.read_text("METADATA") or "", scripts
 
 
 # -- inside Gradescope ---------------------------------------------------------------------------
@@ -279,8 +300,9 @@ def _grade(root: Path) -> dict[str, Any]:
             flush=True,
         )
     result = grade_submission(path=folder, rubric=rubric, data_loader=loader, limits=limits, hide=hide)
-    if metadata.get("name"):
-        result.name = metadata["name"]
+    if metadata:
+        result.name = metadata["name"] or result.name
+        result.student = student_identity(metadata)
     lines = [metadata["lateness"]] if metadata.get("lateness") else []
     doc = gradescope(result, lines=lines)
     doc["extra_data"]["gradescope"] = metadata
@@ -352,8 +374,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
     assignment = raw.get("assignment") if isinstance(raw.get("assignment"), dict) else {}
     out: dict[str, Any] = {
         "submission_id": raw.get("id"),
-        "name": ", ".join(str(u.get("name")) for u in users if u.get("name")),
-        "users": [{k: u.get(k) for k in ("id", "name", "email")} for u in users],
+        "name": " & ".join(str(u.get("name")) for u in users if u.get("name")),  # a group, as intake.py joins it
+        "users": [{k: u.get(k) for k in ("id", "sid", "name", "email")} for u in users],
         "created_at": raw.get("created_at"),
         "due_date": assignment.get("due_date"),
         "late_due_date": assignment.get("late_due_date"),
@@ -366,6 +388,22 @@ def read_metadata(path: Path) -> dict[str, Any]:
         if late > 0:
             out["lateness"] = f"Submitted {_duration(late)} after the due date ({assignment.get('due_date')})."
     return out
+
+
+def student_identity(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The submitter as the rest of the grader records one (intake.Identity)."""
+    from .intake import Identity
+
+    users = metadata.get("users", [])
+    return Identity(
+        name=metadata.get("name", ""),
+        student_id=" & ".join(str(u.get("sid") or u.get("id")) for u in users if u.get("sid") or u.get("id")),
+        lms_submission_id=str(metadata.get("submission_id") or ""),
+        lms="gradescope",
+        email=" & ".join(str(u["email"]) for u in users if u.get("email")),
+        submitted_at=str(metadata.get("created_at") or ""),
+        flagged_late=bool(metadata.get("late_seconds")),
+    ).to_dict()
 
 
 def _timestamp(text: Any) -> datetime.datetime | None:

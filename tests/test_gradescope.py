@@ -152,6 +152,8 @@ def test_the_filled_template_with_its_checkpoint_scores_100(image):
     assert entry["name"] == "Validation accuracy" and 0.7 <= entry["value"] <= 1
     assert doc["extra_data"]["gradescope"]["users"][0]["id"] == 42
     assert doc["extra_data"]["submission"]["name"] == "Ada Lovelace"
+    student = doc["extra_data"]["submission"]["student"]
+    assert student["student_id"] == "42" and student["flagged_late"] and student["lms"] == "gradescope"
     # What students see at once: visible points, hidden checks' number and worth, the lateness.
     assert "Submitted 11 h 30 min after the due date" in doc["output"]
     hidden = [t for t in doc["tests"] if t["visibility"] == "after_published"]
@@ -222,7 +224,7 @@ def test_submission_metadata(tmp_path):
     assert gradescope.read_metadata(path) == {}
     group = {**METADATA, "users": [{"name": "Ada", "id": 1}, {"name": "Bob", "id": 2}]}
     on_time = {**METADATA, "created_at": "2026-11-01T22:59:00-08:00"}
-    for raw, name, lateness in ((group, "Ada, Bob", "Submitted 11 h 30 min after"), (on_time, "Ada Lovelace", "")):
+    for raw, name, lateness in ((group, "Ada & Bob", "Submitted 11 h 30 min after"), (on_time, "Ada Lovelace", "")):
         path.write_text(json.dumps(raw))
         got = gradescope.read_metadata(path)
         assert got["name"] == name and got["due_date"] == METADATA["assignment"]["due_date"]
