@@ -77,6 +77,19 @@ def _grade_one(path: str, options: Options) -> dict:
     return result.to_dict()
 
 
+def _executor(jobs: int, *, cluster: str | None, scheduler: str | None) -> futures.Executor:
+    """Where the submissions are graded: local processes, or a Dask cluster when asked."""
+    if not (cluster or scheduler):
+        context = multiprocessing.get_context("spawn")
+        return futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_interrupts)
+    from .cluster import ClusterError, open_executor
+
+    try:
+        return open_executor(cluster=cluster, scheduler=scheduler)
+    except ClusterError as exc:
+        raise BatchError(str(exc)) from None
+
+
 def crashed_result(path: Path, reason: str, rubric: Rubric, questions: set[str] | None = None) -> SubmissionResult:
     from .engine import complete, new_result, selected_checks
 
@@ -184,6 +197,8 @@ def grade_batch(
     only: list[str] | None = None,
     warn=None,
     similarity: bool = True,
+    cluster: str | None = None,
+    scheduler: str | None = None,
 ) -> list[SubmissionResult]:
     """Grade every submission in ``submissions`` (a folder, an LMS download as a .zip,
     or a single file) and write the results under ``out``. ``questions`` limits grading
@@ -192,7 +207,9 @@ def grade_batch(
     names (login, id, name or folder) and leaves the others' reports untouched.
     ``warn`` receives sentences worth showing (skipped entries, unmatched overrides).
     ``similarity`` runs the similarity analysis over the batch (for the instructor's
-    outputs only). Raises BatchError if the batch cannot run at all, Interrupted on Ctrl-C."""
+    outputs only). ``cluster`` ("local:N", "slurm") or ``scheduler`` (tcp://HOST:PORT)
+    grades on Dask instead of local processes (see cluster.py). Raises BatchError if the
+    batch cannot run at all, Interrupted on Ctrl-C."""
     from .course import CourseError, apply_policies, load_course
     from .data import DataError, load_cifar10
     from .intake import IntakeError, gather, normal
@@ -303,8 +320,7 @@ def grade_batch(
 
     interrupted = False
     if todo:
-        context = multiprocessing.get_context("spawn")
-        pool = futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_interrupts)
+        pool = _executor(jobs, cluster=cluster, scheduler=scheduler)
         try:
             pending = {pool.submit(_grade_one, str(e.path), options): e for e in todo}
             for done in futures.as_completed(pending):

@@ -20,6 +20,9 @@ EPILOG = """\
 examples:
   grade submissions/ --data cifar-10-python.tar.gz     grade a class; reports in reports/
   grade submissions/ --jobs 4 --out graded/            four at a time, elsewhere
+  grade submissions/ --cluster local:8                 on a Dask cluster of 8 local processes
+  grade submissions/ --scheduler tcp://head:8786       on a running Dask cluster
+  grade submissions/ --cluster slurm:20                on 20 Slurm jobs (dask-jobqueue)
   grade --self-check hw05.ipynb                        what a student runs before submitting
   grade assign                                         rebuild student_template/ and examples/
   grade submissions.zip --course course.toml --overrides overrides.toml
@@ -74,6 +77,17 @@ def _grading_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("reports"), help="where results go (default: reports/)")
     p.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: number of cores)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--cluster",
+        metavar="KIND[:N]",
+        type=_cluster,
+        help="grade on a Dask cluster started for the batch: local:N (N processes on this machine) or "
+        "slurm:N (N Slurm jobs, configured by ~/.config/dask/jobqueue.yaml); needs the [cluster] extra",
+    )
+    where.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="grade on the running Dask cluster with this scheduler"
+    )
     p.add_argument("--data", metavar="PATH", help="CIFAR-10: a cifar-10-batches-py folder, class folders, or a .tar.gz")
     p.add_argument("--download", action="store_true", help="fetch CIFAR-10 with torchvision if it is not found")
     p.add_argument("--no-data", action="store_true", help="grade without the images; checks that need them are skipped")
@@ -274,6 +288,8 @@ def _grade(args: argparse.Namespace) -> int:
             only=[n.strip() for n in args.only.split(",") if n.strip()] if args.only else None,
             warn=lambda text: print(f"grade: {text}", file=sys.stderr),
             similarity=not args.no_similarity,
+            cluster=args.cluster,
+            scheduler=args.scheduler,
         )
     except BatchError as exc:
         print(f"grade: {exc}", file=sys.stderr)
@@ -344,6 +360,16 @@ def _similarity(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(analysis.to_dict(), indent=2) + "\n")
     return 0
+
+
+def _cluster(text: str) -> str:
+    from .cluster import parse_cluster
+
+    try:
+        parse_cluster(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _questions(text: str | None) -> list[str] | None:

@@ -27,7 +27,10 @@ def write_results_json(result: SubmissionResult, folder: Path, *, instructor_ext
     doc = gradescope(result)
     if instructor_extra:
         doc["extra_data"].update(instructor_extra)
-    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    # Written beside, then renamed over: an interrupted batch never leaves half a file.
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    partial.replace(path)
     return path
 
 
