@@ -484,7 +484,9 @@ def _read_cache(cache: Path, key: str) -> tuple[np.ndarray, ...] | None:
         header = json.loads((cache / f"{key}.json").read_text())
         if header["format"] != CACHE_FORMAT or header["key"] != key:
             return None
-        blob = np.fromfile(cache / f"{key}.bin", dtype=np.uint8)
+        # Mapped rather than read: the pool processes (or Dask workers) of one machine share its
+        # pages instead of holding a private copy each; copy-on-write keeps the tensors writable.
+        blob = np.memmap(cache / f"{key}.bin", dtype=np.uint8, mode="c")
         # The checksum costs ~0.1 s for 60,000 images and also catches damage, not only truncation.
         if blob.size != header["nbytes"] or hashlib.sha256(blob).hexdigest() != header["sha256"]:
             return None
