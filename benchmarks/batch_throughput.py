@@ -66,6 +66,7 @@ def batch_seconds(folder: Path, args, **where) -> float:
             use_cache=False,
             progress=False,
             reports=False,
+            similarity=False,
             **where,
         )
         elapsed = time.perf_counter() - started

@@ -43,6 +43,7 @@ def grade(folder: Path, out: Path, data: tuple[str, str], **where) -> dict[str, 
         use_cache=False,
         progress=False,
         reports=False,
+        similarity=False,
         **where,
     )
     return {r.name: (r.status, r.score) for r in results}
