@@ -67,10 +67,13 @@ def _local_cluster(workers: int | None):
     from distributed import LocalCluster
 
     # One single-threaded process per worker: one submission at a time each, like a pool process.
+    # No Dask memory limit: the sandbox bounds the student's code, and Dask's default share of
+    # the machine would count the mapped dataset and stop a worker that is doing its job.
     return LocalCluster(
         n_workers=workers or os.cpu_count() or 1,
         threads_per_worker=1,
         processes=True,
+        memory_limit=0,
         dashboard_address=None,
         silence_logs=logging.ERROR,
     )
