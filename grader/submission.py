@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,69 @@ COMPANION_SUFFIXES = (".pt", ".pth", ".safetensors", ".json", ".txt", ".npy", ".
 
 class InvalidSubmission(Exception):
     """The submission cannot be graded; the message says why."""
+
+
+class RefusedFile(Exception):
+    """A file of a submission that the grader will not read (a link, a device, too large)."""
+
+
+def read_submission_file(path: Path, *, root: Path, limit: int) -> bytes:
+    """The bytes of a regular file inside ``root``, read without following any link.
+
+    A student controls every name in a submission: a symbolic link called best_model.pt
+    could point at /etc/shadow or at the grader's dataset cache, a hard link could be
+    another name for a private file, a FIFO would block the read for ever. So no
+    component from ``root`` down may be a symbolic link, the file is opened with
+    O_NOFOLLOW (a link swapped in after the check is refused too) and must be a regular
+    file with a single name, no larger than ``limit``. RefusedFile says why not.
+    """
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    if path != root and root not in path.parents:
+        raise RefusedFile(f"{path.name} lies outside the submission, so it was not read")
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            raise RefusedFile(_refusal_note(f"{current.relative_to(root)} is a symbolic link"))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if path.is_symlink():  # swapped in since the check above
+            raise RefusedFile(_refusal_note(f"{path.name} is a symbolic link")) from None
+        raise RefusedFile(f"{path.name} cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise RefusedFile(_refusal_note(f"{path.name} is not a regular file"))
+        if info.st_nlink > 1:
+            raise RefusedFile(_refusal_note(f"{path.name} is a hard link (a second name for a file elsewhere)"))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise RefusedFile(f"{path.name} is larger than {limit >> 20} MB, so it was not read")
+    return data
+
+
+def _refusal_note(reason: str) -> str:
+    return f"{reason}: links and special files in a submission are refused, so it was not read"
+
+
+def _plain_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """Every regular file under ``folder`` without following links (sorted), and a note
+    for each link or special file found instead."""
+    files, notes = [], []
+    for top, dirs, names in os.walk(folder, followlinks=False):
+        for name in sorted(dirs):
+            if os.path.islink(os.path.join(top, name)):
+                notes.append(_refusal_note(f"{Path(top, name).relative_to(folder)} is a symbolic link"))
+        for name in names:
+            entry = Path(top, name)
+            mode = entry.lstat().st_mode
+            if stat.S_ISREG(mode):
+                files.append(entry)
+            else:
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+                notes.append(_refusal_note(f"{entry.relative_to(folder)} is {kind}"))
+    return sorted(files), sorted(notes)
 
 
 @dataclass
@@ -55,11 +120,15 @@ def submission_name(path: Path) -> str:
 
 
 def main_file(path: Path) -> Path:
-    """The notebook or module a submission path stands for."""
+    """The notebook or module a submission path stands for (never through a link)."""
+    if path.is_symlink():
+        raise InvalidSubmission(_refusal_note(f"{path.name} is a symbolic link"))
     if path.is_file():
         return path
     candidates = sorted(
-        p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith(".")
+        p
+        for p in path.iterdir()
+        if p.suffix in SUFFIXES and not p.name.startswith(".") and (p.is_symlink() or p.is_file())
     )
     notebooks = [p for p in candidates if p.suffix == ".ipynb"]
     chosen = notebooks or candidates
@@ -68,16 +137,25 @@ def main_file(path: Path) -> Path:
     if len(chosen) > 1:
         names = ", ".join(p.name for p in chosen)
         raise InvalidSubmission(f"the folder {path.name}/ holds several candidates ({names}); keep one")
+    if chosen[0].is_symlink():
+        raise InvalidSubmission(_refusal_note(f"{path.name}/{chosen[0].name} is a symbolic link"))
     return chosen[0]
 
 
 def content_hash(path: Path) -> str:
     """sha256 over the submission's files (names and bytes), for the result cache."""
     digest = hashlib.sha256()
-    files = [path, *_checkpoints_beside(path)] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if path.is_symlink():  # refused when graded; its target is never read
+        digest.update(b"link\0" + os.fsencode(os.readlink(path)))
+        return digest.hexdigest()
+    root = path.parent if path.is_file() else path
+    files = [path, *_checkpoints_beside(path)] if path.is_file() else _plain_files(path)[0]
     for f in files:
         digest.update(f.name.encode() + b"\0")
-        digest.update(f.read_bytes())
+        try:
+            digest.update(read_submission_file(f, root=root, limit=MAX_COMPANION_BYTES))
+        except RefusedFile as exc:
+            digest.update(b"refused\0" + str(exc).encode())
     return digest.hexdigest()
 
 
@@ -89,9 +167,10 @@ def load_submission(path: Path, *, to_run: bool = True) -> Submission:
     if not path.exists():
         raise InvalidSubmission(f"{path} does not exist")
     source = main_file(path)
-    if source.stat().st_size > MAX_SOURCE_BYTES:
-        raise InvalidSubmission(f"{source.name} is larger than {MAX_SOURCE_BYTES >> 20} MB")
-    raw = source.read_bytes()
+    try:
+        raw = read_submission_file(source, root=source.parent, limit=MAX_SOURCE_BYTES)
+    except RefusedFile as exc:
+        raise InvalidSubmission(str(exc)) from None
     if source.suffix == ".ipynb":
         cells, layout, version, notes = _notebook_cells(raw, source.name)
         kind = "notebook"
@@ -108,15 +187,16 @@ def load_submission(path: Path, *, to_run: bool = True) -> Submission:
         notes.extend(cell.notes)
     if layout == "unknown" and any(c.questions for c in cells):
         layout = "cs231n"
+    files, refused = _companions(path)
     return Submission(
         name=submission_name(path),
         path=source,
         kind=kind,
         sha256=content_hash(path),
         cells=cells,
-        files=_companions(path),
+        files=files,
         layout=layout,
-        notes=notes,
+        notes=[*notes, *refused],
         template_version=version,
     )
 
@@ -169,26 +249,39 @@ def _notebook_cells(raw: bytes, name: str) -> tuple[list[Cell], str, str | None,
     return cells, layout, version, notes
 
 
-def _companions(path: Path) -> dict[str, bytes]:
-    """Files beside the main file in a submission folder that the worker may need."""
+def _companions(path: Path) -> tuple[dict[str, bytes], list[str]]:
+    """Files beside the main file in a submission folder that the worker may need, and a
+    note for each one refused (a link, a special file: see read_submission_file)."""
+    files, notes = {}, []
     if path.is_file():
-        files = {}
-        for candidate in _checkpoints_beside(path):
-            if candidate.stat().st_size <= MAX_COMPANION_BYTES:
-                files["best_model.pt"] = candidate.read_bytes()
-        return files
-    files, total = {}, 0
-    for f in sorted(path.rglob("*")):
-        if not f.is_file() or f.suffix not in COMPANION_SUFFIXES:
+        for candidate in [*_checkpoints_beside(path), *_links_beside(path)]:
+            try:
+                files["best_model.pt"] = read_submission_file(candidate, root=path.parent, limit=MAX_COMPANION_BYTES)
+            except RefusedFile as exc:
+                notes.append(str(exc))
+        return files, notes
+    found, notes = _plain_files(path)
+    total = 0
+    for f in found:
+        if f.suffix not in COMPANION_SUFFIXES:
             continue
-        total += f.stat().st_size
-        if total > MAX_COMPANION_BYTES:
-            break
-        files[str(f.relative_to(path))] = f.read_bytes()
-    return files
+        try:
+            data = read_submission_file(f, root=path, limit=MAX_COMPANION_BYTES - total)
+        except RefusedFile as exc:
+            notes.append(str(exc))
+            continue
+        total += len(data)
+        files[str(f.relative_to(path))] = data
+    return files, notes
 
 
 def _checkpoints_beside(path: Path) -> list[Path]:
     """A lone notebook's checkpoint, saved next to it: <stem>.pt or <stem>_best_model.pt."""
     candidates = (path.with_suffix(".pt"), path.parent / f"{path.stem}_best_model.pt")
-    return [c for c in candidates if c.is_file()]
+    return [c for c in candidates if c.is_file() and not c.is_symlink()]
+
+
+def _links_beside(path: Path) -> list[Path]:
+    """The same names when they are links or special files: refused, with a note."""
+    candidates = (path.with_suffix(".pt"), path.parent / f"{path.stem}_best_model.pt")
+    return [c for c in candidates if c.is_symlink() or (c.exists() and not c.is_file())]
