@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,46 @@ def _executor(jobs: int, *, cluster: str | None, scheduler: str | None) -> futur
         return open_executor(cluster=cluster, scheduler=scheduler)
     except ClusterError as exc:
         raise BatchError(str(exc)) from None
+
+
+def _pool_round(entries: list, jobs: int, options: Options, finish, crashed, make_pool) -> tuple[list, list]:
+    """Grade ``entries`` in ``make_pool(jobs)``, at most ``jobs`` at a time. If a local
+    grading process dies (the pool is then broken), stop: return the submissions then in
+    flight (one of them killed it) and those not started yet. Ctrl-C stops the running
+    ones at once."""
+    queue, running, broken = list(entries), {}, []
+    pool = make_pool(jobs)
+    interrupted = False
+    try:
+        while queue or running:
+            while queue and len(running) < jobs and not broken:
+                entry = queue.pop(0)
+                running[pool.submit(_grade_one, str(entry.path), options)] = entry
+            if not running:
+                break
+            done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                entry = running.pop(future)
+                try:
+                    result = SubmissionResult.from_dict(future.result())
+                except BrokenProcessPool:
+                    broken.append(entry)
+                    continue
+                except Exception as exc:  # a bug of the grader on this submission: record it, go on
+                    crashed(entry, f"the grader failed on this submission: {type(exc).__name__}: {exc}")
+                    continue
+                finish(entry, result, cached=False)
+            if broken:
+                broken += list(running.values())
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        for process in list(getattr(pool, "_processes", {}).values()):  # stop the running ones now
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+    return broken, queue
 
 
 def crashed_result(path: Path, reason: str, rubric: Rubric, questions: set[str] | None = None) -> SubmissionResult:
@@ -318,25 +359,32 @@ def grade_batch(
         else:
             todo.append(entry)
 
+    def crashed(entry, reason: str) -> None:
+        result = crashed_result(entry.path, reason, loaded, set(questions) if questions else None)
+        finish(entry, result, cached=False)
+
+    # A grading process that dies (killed, out of memory) breaks its whole pool, and every
+    # submission in flight with it. Those are graded again, each alone in a fresh pool, so
+    # that only the one that kills its grading process is marked crashed; the others go
+    # on in a fresh pool of their own.
     interrupted = False
-    if todo:
-        pool = _executor(jobs, cluster=cluster, scheduler=scheduler)
-        try:
-            pending = {pool.submit(_grade_one, str(e.path), options): e for e in todo}
-            for done in futures.as_completed(pending):
-                entry = pending[done]
-                try:
-                    result = SubmissionResult.from_dict(done.result())
-                except Exception as exc:  # a grading process died: record it, go on
-                    reason = f"the grader failed on this submission: {type(exc).__name__}: {exc}"
-                    result = crashed_result(entry.path, reason, loaded, set(questions) if questions else None)
-                finish(entry, result, cached=False)
-        except KeyboardInterrupt:
-            interrupted = True
-            for process in list(getattr(pool, "_processes", {}).values()):  # stop the running ones now
-                process.terminate()
-        finally:
-            pool.shutdown(wait=not interrupted, cancel_futures=True)
+    distributed = bool(cluster or scheduler)
+
+    def make_pool(width: int) -> futures.Executor:
+        return _executor(width, cluster=cluster, scheduler=scheduler)
+
+    try:
+        rest = todo
+        # A cluster schedules everything itself; local processes take ``jobs`` at a time.
+        width = max(len(todo), 1) if distributed else jobs
+        while rest:
+            in_flight, rest = _pool_round(rest, width, options, finish, crashed, make_pool)
+            for entry in in_flight:
+                again, _ = _pool_round([entry], 1, options, finish, crashed, make_pool)
+                if again:
+                    crashed(entry, "the process grading this submission died (killed, or out of memory), twice")
+    except KeyboardInterrupt:
+        interrupted = True
 
     ordered = [results[e.folder] for e in entries if e.folder in results]
     folders = [e.folder for e in entries if e.folder in results]

@@ -13,6 +13,7 @@ import io
 import json
 import pickletools
 import struct
+import time
 import zipfile
 from dataclasses import dataclass
 
@@ -72,9 +73,29 @@ class CheckpointInfo:
     state: dict[str, torch.Tensor] | None = None  # parsed here for safetensors only
 
 
+# A state_dict's data.pkl names each tensor with a handful of opcodes, and the tensors'
+# bytes lie in other records of the zip; so these bounds are generous for any homework
+# model, and they stop a small file that inflates to gigabytes (a zip bomb) before any
+# of it is inflated or parsed.
+MAX_PICKLE_BYTES = 64 << 20
+MAX_PICKLE_OPCODES = 2_000_000
+MAX_ARCHIVE_BYTES = 2 << 30  # all records together, uncompressed
+MAX_ARCHIVE_ENTRIES = 100_000
+MAX_INSPECT_SECONDS = 20.0
+
+
+class _Refused(Exception):
+    pass
+
+
 def _pickle_globals(data: bytes) -> list[tuple[str, str]]:
     found, strings = [], []
-    for op, arg, _ in pickletools.genops(data):
+    deadline = time.monotonic() + MAX_INSPECT_SECONDS
+    for count, (op, arg, _) in enumerate(pickletools.genops(data)):
+        if count >= MAX_PICKLE_OPCODES:
+            raise _Refused(f"its data.pkl holds more than {MAX_PICKLE_OPCODES:,} pickle opcodes")
+        if count % 4096 == 0 and time.monotonic() > deadline:
+            raise _Refused(f"reading its data.pkl took more than {MAX_INSPECT_SECONDS:g} s")
         if op.name in ("GLOBAL", "INST"):
             module, _, name = str(arg).partition(" ")
             found.append((module, name))
@@ -95,11 +116,25 @@ def inspect_checkpoint(name: str, data: bytes) -> CheckpointInfo:
         )
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+        entries = archive.infolist()
+        if len(entries) > MAX_ARCHIVE_ENTRIES:
+            raise _Refused(f"it holds more than {MAX_ARCHIVE_ENTRIES:,} records")
+        if sum(e.file_size for e in entries) > MAX_ARCHIVE_BYTES:
+            raise _Refused(f"it would inflate to more than {MAX_ARCHIVE_BYTES >> 30} GiB")
+        pickles = [e for e in entries if e.filename.endswith("data.pkl")]
         if len(pickles) != 1:
             return CheckpointInfo(name, "torch-zip", False, "the archive does not hold exactly one data.pkl")
-        names = _pickle_globals(archive.read(pickles[0]))
-    except (zipfile.BadZipFile, ValueError, EOFError, KeyError) as exc:
+        if pickles[0].file_size > MAX_PICKLE_BYTES:
+            raise _Refused(f"its data.pkl would inflate to more than {MAX_PICKLE_BYTES >> 20} MB")
+        # The sizes above are the archive's own claims: read no more than the limit anyway.
+        with archive.open(pickles[0]) as f:
+            pickle = f.read(MAX_PICKLE_BYTES + 1)
+        if len(pickle) > MAX_PICKLE_BYTES:
+            raise _Refused(f"its data.pkl inflates to more than {MAX_PICKLE_BYTES >> 20} MB")
+        names = _pickle_globals(pickle)
+    except _Refused as exc:
+        return CheckpointInfo(name, "torch-zip", False, f"the checkpoint was not loaded: {exc}")
+    except (zipfile.BadZipFile, ValueError, EOFError, KeyError, NotImplementedError, RuntimeError) as exc:
         return CheckpointInfo(name, "torch-zip", False, f"the checkpoint is damaged ({exc})")
     unsafe = [(m, n) for m, n in names if (m, n) not in SAFE_GLOBALS]
     if not unsafe:

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 
 from . import __version__
+from .bounds import bound_result
 from .checks import CheckSpec, Outcome, all_checks, probe_generator
 from .results import CellRun, CheckResult, SubmissionResult, where
 from .rubric import Rubric, load_rubric
-from .sandbox import Limits, StudentError, Worker, WorkerError, WorkerTimeout
+from .sandbox import Limits, OutOfTurn, StudentError, Worker, WorkerError, WorkerTimeout
 from .submission import InvalidSubmission, Submission, content_hash, load_submission, submission_name
 
 WORKER_SEED = 0  # the student's own code always runs from the same seed
@@ -41,6 +42,14 @@ class CheckFailed(Exception):
         super().__init__(message)
         self.details = details or {}
         self.status = status
+
+
+class BudgetSpent(Exception):
+    """The submission's time budget (Limits.submission_seconds) is used up."""
+
+
+# Probes measured against their own budget (Limits.train_seconds), not the submission's.
+OWN_BUDGET_OPS = frozenset({"q7_retrain"})
 
 
 class StudentSession:
@@ -62,8 +71,15 @@ class StudentSession:
         self.runs: dict[int, CellRun] = {}
         self.poison: set[int] = set()  # cells that killed a worker
         self.restarts = 0
+        self.last_cell = None  # the last cell the worker answered for
+        # When the submission's time is up; grading moves it on by time spent retraining.
+        self.deadline = time.monotonic() + limits.submission_seconds
+
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic()
 
     def _start(self) -> Worker:
+        self.last_cell = None
         worker = Worker(hide=self.hide, private_root=self.private_root, limits=self.limits, isolate=self.isolate)
         worker.start(seed=WORKER_SEED, files=self.submission.files)
         return worker
@@ -108,10 +124,14 @@ class StudentSession:
                 duration=time.monotonic() - started,
             )
 
+        left = self.time_left()
+        if left <= 0:
+            message = f"not run: the submission used up its {self.limits.submission_seconds:g} s time budget"
+            return record("timeout", error={"type": "Timeout", "message": message, "traceback": "", "line": None})
         try:
             out = self.worker.call(
                 "run_cell",
-                timeout=self.limits.cell_seconds,
+                timeout=min(self.limits.cell_seconds, left),
                 index=cell.index,
                 source=cell.source,
                 question=cell.questions[0] if cell.questions else None,
@@ -119,20 +139,56 @@ class StudentSession:
             )
         except StudentError as exc:  # the worker could not even describe the failure
             return record("error", error={**exc.info, "cell": cell.index})
+        except OutOfTurn as exc:
+            self._blame(self.last_cell or cell, exc)
+            raise
         except WorkerError as exc:
             self.poison.add(cell.index)
             status = "timeout" if isinstance(exc, WorkerTimeout) else "crashed"
             error = {"type": "WorkerStopped", "message": str(exc), "traceback": "", "cell": cell.index, "line": None}
             self.runs[cell.index] = record(status, error=error)
             raise
+        self.last_cell = cell
         return record(out["status"], out, out["error"])
 
+    def _blame(self, cell, exc: OutOfTurn) -> None:
+        """The cell answered last wrote to the channel behind (or instead of) its reply:
+        its forged "ok" is replaced by the truth, and it is left out of every replay."""
+        self.poison.add(cell.index)
+        error = {"type": "WorkerStopped", "message": str(exc), "traceback": "", "cell": cell.index, "line": None}
+        before = self.runs.get(cell.index)
+        self.runs[cell.index] = CellRun(
+            index=cell.index,
+            label=cell.label,
+            questions=cell.questions,
+            status="crashed",
+            error=error,
+            duration=before.duration if before else 0.0,
+        )
+
     def probe(self, op: str, *, timeout: float, **args: Any) -> Any:
-        """Ask the worker for something; restart it first if a previous request killed it."""
-        if self.worker is None or self.worker.proc is None or self.worker.proc.poll() is not None:
-            self.restarts += 1
-            self._replay(record=False)
-        return self.worker.call(op, timeout=timeout, **args)
+        """Ask the worker for something; restart it first if a previous request killed it.
+        The submission's time budget binds inside a check too: no request outlives it."""
+        if op not in OWN_BUDGET_OPS:
+            if self.time_left() <= 0:
+                raise BudgetSpent()
+            timeout = min(timeout, self.time_left())
+        started = time.monotonic()
+        try:
+            if self.worker is None or self.worker.proc is None or self.worker.proc.poll() is not None:
+                self.restarts += 1
+                self._replay(record=False)
+            reply = self.worker.call(op, timeout=timeout, **args)
+        except OutOfTurn as exc:
+            if self.last_cell is not None:
+                self._blame(self.last_cell, exc)
+            raise
+        else:
+            self.last_cell = None
+            return reply
+        finally:
+            if op in OWN_BUDGET_OPS:
+                self.deadline += time.monotonic() - started
 
     def close(self) -> None:
         if self.worker is not None:
@@ -266,6 +322,8 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
         return outcome, outcome.status or ("passed" if outcome.passed else "failed")
     except CheckFailed as exc:
         return Outcome(False, str(exc), details=exc.details), exc.status
+    except BudgetSpent:
+        return Outcome(False, budget_message(ctx.session.limits)), "timeout"
     except DataUnavailable:
         return (
             Outcome(
@@ -277,6 +335,8 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
         )
     except StudentError as exc:
         info = exc.info
+        if info.get("type") == "Timeout" and ctx.session.time_left() <= 0:
+            return Outcome(False, budget_message(ctx.session.limits)), "timeout"
         if info.get("type") == "Timeout":
             return Outcome(False, f"your code ran past the {spec.timeout:g} s limit of this check"), "timeout"
         return Outcome(
@@ -285,6 +345,8 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
             details={"error": info},
         ), "error"
     except WorkerTimeout:
+        if ctx.session.time_left() <= 0:
+            return Outcome(False, budget_message(ctx.session.limits)), "timeout"
         return Outcome(
             False, f"your code ran past the {spec.timeout:g} s limit of this check and was stopped"
         ), "timeout"
@@ -299,6 +361,10 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
             ),
             "error",
         )
+
+
+def budget_message(limits: Limits) -> str:
+    return f"the submission used up its {limits.submission_seconds:g} s time budget before this check finished"
 
 
 def selected_checks(
@@ -381,6 +447,7 @@ def grade_submission(
             with contextlib.suppress(OSError):
                 result.sha256 = content_hash(path)
             result.duration = time.monotonic() - started
+            bound_result(result)
             return complete(result, specs, rubric, status="failed", message=f"invalid submission: {exc}")
     result = new_result(submission.name, submission.path.name, rubric)
     result.sha256, result.kind, result.layout = submission.sha256, submission.kind, submission.layout
@@ -401,7 +468,7 @@ def grade_submission(
             ctx = Context(session=session, run_seed=run_seed, data_loader=data_loader, results=result)
             for spec in specs:
                 entry = rubric.entries[spec.id]
-                if time.monotonic() - started - ctx.retrain_seconds > limits.submission_seconds:
+                if session.time_left() <= 0:
                     break  # the rest are recorded as timed out below
                 t0 = time.monotonic()
                 outcome, status = _run_check(spec, ctx)
@@ -430,6 +497,7 @@ def grade_submission(
         finally:
             session.close()
     result.duration = time.monotonic() - started
+    bound_result(result)
     if result.status == "crashed":
         return complete(result, specs, rubric, status="error", message=result.reason)
     budget = f"the submission used up its {limits.submission_seconds:g} s time budget before this check"

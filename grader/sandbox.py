@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bounds import MESSAGE_CHARS, bounded_reply
 from .worker import wire
 
 _UNSHARE = [
@@ -42,6 +43,7 @@ _UNSHARE = [
     "--mount-proc",
 ]
 _GRACE_SECONDS = 5.0  # beyond the worker's own alarm, before the grader kills it
+_STALL_SECONDS = 10.0  # a request the worker does not read from for this long was never awaited
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,11 @@ class WorkerError(Exception):
 
 class WorkerTimeout(WorkerError):
     pass
+
+
+class OutOfTurn(WorkerError):
+    """The worker wrote to the channel after its reply: the request before was answered
+    by a forgery, or followed by one."""
 
 
 class StudentError(Exception):
@@ -211,14 +218,20 @@ class Worker:
             raise WorkerError("the worker is not running")
         self.requests += 1
         request_id = f"{self.requests}-{secrets.token_hex(8)}"
+        deadline = time.monotonic() + timeout + _GRACE_SECONDS
+        # Between a reply and the next request the worker has nothing to say: bytes
+        # waiting now were written out of turn (student code forging replies on the
+        # channel), and a worker that did that is not trusted further.
+        if select.select([self.proc.stdout.fileno()], [], [], 0)[0]:
+            self.kill()
+            raise OutOfTurn("the worker wrote to the channel out of turn and was stopped")
         try:
-            self.proc.stdin.write(wire.encode({"op": op, "args": args, "timeout": timeout, "id": request_id}))
-            self.proc.stdin.flush()
-            reply = self._read_reply(time.monotonic() + timeout + _GRACE_SECONDS)
+            self._write(wire.encode({"op": op, "args": args, "timeout": timeout, "id": request_id}), deadline)
+            reply = self._read_reply(deadline)
         except (BrokenPipeError, EOFError, OSError) as exc:
             code = self.kill()
             raise WorkerError(f"the worker stopped (exit status {code}): {exc}") from None
-        except WorkerTimeout:
+        except WorkerError:
             raise
         except Exception as exc:  # anything undecodable is a broken protocol
             self.kill()
@@ -228,9 +241,35 @@ class Worker:
         if not isinstance(reply, dict) or "ok" not in reply or reply.get("id") != request_id:
             self.kill()
             raise WorkerError("the worker sent something that is not the reply to the request")
+        reply = bounded_reply(reply, max(self.limits.output_chars, MESSAGE_CHARS))
         if not reply["ok"]:
             raise StudentError(reply.get("error") or {})
         return reply.get("result")
+
+    def _write(self, data: bytes, deadline: float) -> None:
+        """Write a request, giving up (and stopping the worker) at the deadline: a worker
+        that does not read its channel (blocked writing a forged reply, say) must not
+        block the grader."""
+        fd = self.proc.stdin.fileno()
+        os.set_blocking(fd, False)
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if self.requests > 1:  # past start-up, a worker waiting for requests drains them at once
+                left = min(left, _STALL_SECONDS)
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                self.kill()
+                if self.requests > 1:
+                    # A worker's loop reads its next request as soon as it has replied: one
+                    # that does not was still busy, so the reply before was not its own.
+                    raise OutOfTurn(
+                        "the worker did not take the request (its previous reply was forged) and was stopped"
+                    )
+                raise WorkerTimeout("the worker did not take the request in time and was stopped")
+            try:
+                view = view[os.write(fd, view[: 1 << 20]) :]
+            except BlockingIOError:
+                continue
 
     def _read_reply(self, deadline: float) -> Any:
         return wire.read_message(_DeadlineReader(self, deadline), max_bytes=self.limits.reply_bytes)

@@ -145,3 +145,131 @@ def test_a_fifo_companion_does_not_block_the_grader(tmp_path):
     result = grade(folder, tmp_path / "out")
     assert time.monotonic() - started < 60
     assert any("not a regular file" in n for n in result.notes), result.notes
+
+
+# -- 2. forged replies on the channel ------------------------------------------------------------------
+
+# From inside a cell: the request being served, and the worker's channel to the grader.
+FORGE = """
+import os, sys
+from grader.worker import wire
+
+def channel_fd():
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+            with open(f"/proc/self/fdinfo/{name}") as info:
+                flags = int(info.read().split("flags:")[1].split()[0], 8)
+        except (OSError, IndexError, ValueError):
+            continue
+        if target.startswith("pipe:") and flags & 3 == os.O_WRONLY:
+            return int(name)
+
+frame = sys._getframe()
+while frame is not None and "request" not in frame.f_locals:
+    frame = frame.f_back
+request_id = frame.f_locals["request"]["id"]
+forged = {"index": 1, "status": "ok", "error": None, "stdout": "FORGED", "stderr": ""}
+fd = channel_fd()
+os.write(fd, wire.encode({"ok": True, "result": forged, "id": request_id}))
+os.write(fd, b"x" * (4 << 20))  # blocks: the worker now waits on the grader, which waits on it
+"""
+
+
+def test_a_forged_reply_cannot_deadlock_the_grader(tmp_path):
+    """The cell answers its own request with a well-formed reply, then blocks writing
+    to the channel; the grader's next request is over 64 KB. The grader must notice the
+    bytes out of turn, stop that worker, leave the forging cell out and grade the rest."""
+    big_cell = "# padding\n" + "# " + "x" * (256 << 10) + "\nz = 3\n"
+    path = tmp_path / "mallory.py"
+    path.write_text(module("x = 1", FORGE, big_cell, CORRECT_Q1))
+    started = time.monotonic()
+    result = grade(path, tmp_path / "out")
+    elapsed = time.monotonic() - started
+    assert elapsed < LIMITS.submission_seconds, f"{elapsed:.0f} s"
+    assert result.status == "graded", result.reason
+    by_index = {c.index: c for c in result.cells}
+    forger = by_index[2]
+    assert forger.status == "crashed", forger
+    assert "forged" in forger.error["message"] or "out of turn" in forger.error["message"]
+    assert "FORGED" not in forger.stdout
+    assert [by_index[i].status for i in (1, 3, 4)] == ["ok", "ok", "ok"]
+    assert result.score == result.max_score, "the cells around the forgery are graded as usual"
+
+
+def test_a_worker_that_never_reads_its_requests_times_out(tmp_path):
+    """A request larger than the pipe to a worker that does not read: the write has a
+    deadline too (the cell stops the worker's reading by never returning to it)."""
+    from grader.sandbox import OutOfTurn, Worker
+
+    worker = Worker(hide=[], private_root=tmp_path, limits=LIMITS, isolate=False)
+    worker.start(seed=0)
+    try:
+        worker.call("run_cell", timeout=5, index=0, source="import os\nos.close(0)", question=None)
+        worker.proc.send_signal(19)  # SIGSTOP: reads nothing, writes nothing, never exits
+        started = time.monotonic()
+        with pytest.raises(OutOfTurn, match="did not take the request"):
+            worker.call("run_cell", timeout=1, index=1, source="#" * (1 << 20), question=None)
+        assert time.monotonic() - started < 15
+        assert worker.proc.poll() is not None
+    finally:
+        worker.close()
+
+
+# -- 7. everything bounded ------------------------------------------------------------------------------
+
+HUGE = 4 << 20
+
+
+def test_huge_names_and_messages_are_capped_in_results_and_reports(tmp_path):
+    path = tmp_path / "mallory.py"
+    path.write_text(
+        module(
+            f"""
+            import torch
+            import torch.nn as nn
+
+            NAME = "N" * {HUGE}
+
+            def flatten(x):
+                return x.reshape(x.shape[0], -1)
+
+            def three_layer_convnet(x, params):
+                raise ValueError("M" * {HUGE})
+
+            class ThreeLayerConvNet(nn.Module):
+                def __init__(self, in_channel, channel_1, channel_2, num_classes):
+                    super().__init__()
+                    self.conv = type(NAME, (nn.Conv2d,), {{}})(in_channel, channel_1, 5, padding=2)
+
+                def forward(self, x):
+                    raise KeyError("K" * {HUGE})
+            """,
+            f'print("P" * {HUGE})',
+        )
+    )
+    out = tmp_path / "out"
+    result = grade(path, out, questions={"Q1", "Q3", "Q4"})
+    assert result.status == "graded", result.reason
+    sizes = {p.name: p.stat().st_size for p in out.iterdir()}
+    assert all(size < 1 << 20 for size in sizes.values()), sizes
+    assert len(json.dumps(result.to_dict())) < 1 << 20
+
+
+def test_a_submission_slow_in_every_probe_stays_within_its_budget(tmp_path):
+    """Every call sleeps just under a check's own limit: without a budget inside checks
+    the five Q1 checks would take minutes."""
+    limits = Limits(cell_seconds=20, submission_seconds=25, output_chars=2_000, memory_bytes=8 << 30)
+    path = tmp_path / "slow.py"
+    path.write_text(
+        module(
+            CORRECT_Q1 + "\nimport time\n_fast = three_layer_convnet\n"
+            "def three_layer_convnet(x, params):\n    time.sleep(25)\n    return _fast(x, params)\n"
+        )
+    )
+    started = time.monotonic()
+    result = grade_submission(path=path, run_seed=7, limits=limits, hide=[REFERENCE_DIR], questions={"Q1"})
+    elapsed = time.monotonic() - started
+    assert elapsed < limits.submission_seconds + 30, f"{elapsed:.0f} s"
+    assert result.score < result.max_score
+    assert any("time budget" in c.message for c in result.checks), [c.message for c in result.checks]
