@@ -24,7 +24,7 @@ from . import __version__
 from .render import write_batch_files, write_results_json
 from .results import SubmissionResult
 from .rubric import Rubric, load_rubric
-from .sandbox import Limits, hideable
+from .sandbox import Limits, hideable, namespaces_available
 from .submission import content_hash, submission_name
 
 
@@ -43,6 +43,7 @@ class Options:
     run_seed: int | None
     hide: tuple[str, ...]
     questions: tuple[str, ...] | None = None
+    unsafe_no_sandbox: bool = False  # run student code without namespaces (see grade_batch)
 
     def key(self) -> str:
         text = json.dumps(
@@ -74,6 +75,7 @@ def _grade_one(path: str, options: Options) -> dict:
         run_seed=options.run_seed,
         hide=[Path(p) for p in options.hide],
         questions=set(options.questions) if options.questions else None,
+        isolate=False if options.unsafe_no_sandbox else None,
     )
     return result.to_dict()
 
@@ -240,6 +242,7 @@ def grade_batch(
     similarity: bool = True,
     cluster: str | None = None,
     scheduler: str | None = None,
+    unsafe_no_sandbox: bool = False,
 ) -> list[SubmissionResult]:
     """Grade every submission in ``submissions`` (a folder, an LMS download as a .zip,
     or a single file) and write the results under ``out``. ``questions`` limits grading
@@ -250,7 +253,9 @@ def grade_batch(
     ``similarity`` runs the similarity analysis over the batch (for the instructor's
     outputs only). ``cluster`` ("local:N", "slurm") or ``scheduler`` (tcp://HOST:PORT)
     grades on Dask instead of local processes (see cluster.py). Raises BatchError if the
-    batch cannot run at all, Interrupted on Ctrl-C."""
+    batch cannot run at all, Interrupted on Ctrl-C. Student code runs in a sandbox; where
+    none is available the batch is refused unless ``unsafe_no_sandbox`` (then it runs
+    as the grader's own user)."""
     from .course import CourseError, apply_policies, load_course
     from .data import DataError, load_cifar10
     from .intake import IntakeError, gather, normal
@@ -259,6 +264,12 @@ def grade_batch(
 
     warn = warn or (lambda _text: None)
     submissions, out = Path(submissions), Path(out)
+    if not unsafe_no_sandbox and not namespaces_available():
+        raise BatchError(
+            "no sandbox is available here (Linux user, mount, network and PID namespaces), so student code "
+            "would run as you, with your network and files. Grade on a machine that allows them, or pass "
+            "--unsafe-no-sandbox for submissions you trust."
+        )
     if not submissions.exists():
         raise BatchError(f"{submissions} does not exist")
     try:
@@ -305,6 +316,7 @@ def grade_batch(
         run_seed=seed,
         hide=tuple(str(p) for p in hide),
         questions=tuple(sorted(questions)) if questions else None,
+        unsafe_no_sandbox=unsafe_no_sandbox,
     )
     cache = out / ".cache"
     cache.mkdir(parents=True, exist_ok=True)

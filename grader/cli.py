@@ -131,6 +131,12 @@ def _grading_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the similarity analysis after the batch (see grade similarity --help)",
     )
+    p.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="grade even where no sandbox (Linux namespaces) is available: student code then runs as you, "
+        "with your network and files; only for submissions you trust",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -290,6 +296,7 @@ def _grade(args: argparse.Namespace) -> int:
             similarity=not args.no_similarity,
             cluster=args.cluster,
             scheduler=args.scheduler,
+            unsafe_no_sandbox=args.unsafe_no_sandbox,
         )
     except BatchError as exc:
         print(f"grade: {exc}", file=sys.stderr)

@@ -273,3 +273,85 @@ def test_a_submission_slow_in_every_probe_stays_within_its_budget(tmp_path):
     assert elapsed < limits.submission_seconds + 30, f"{elapsed:.0f} s"
     assert result.score < result.max_score
     assert any("time budget" in c.message for c in result.checks), [c.message for c in result.checks]
+
+
+# -- 3. checkpoints that inflate, and a grading process that dies --------------------------------------
+
+Q7_MODEL = """
+import torch.nn as nn
+
+best_model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+"""
+
+
+def _zip_bomb(path: Path, inflated: int) -> None:
+    """A torch.save-shaped zip whose data.pkl inflates ``inflated`` bytes of zeros."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open("archive/data.pkl", "w", force_zip64=True) as f:
+            chunk = bytes(1 << 20)
+            for _ in range(inflated >> 20):
+                f.write(chunk)
+        z.writestr("archive/version", "3\n")
+
+
+def _opcode_bomb(path: Path) -> None:
+    """A small data.pkl of millions of opcodes (push None, pop it)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", b"\x80\x02" + b"N0" * 3_000_000 + b"N.")
+
+
+@pytest.mark.parametrize("bomb", [_zip_bomb, _opcode_bomb], ids=["inflates", "opcodes"])
+def test_a_checkpoint_bomb_is_refused_quickly(tmp_path, data_loader, bomb):
+    folder = tmp_path / "mallory"
+    folder.mkdir()
+    (folder / "hw.py").write_text(module(Q7_MODEL))
+    if bomb is _zip_bomb:
+        bomb(folder / "best_model.pt", 256 << 20)
+    else:
+        bomb(folder / "best_model.pt")
+    assert (folder / "best_model.pt").stat().st_size < 4 << 20
+    started = time.monotonic()
+    result = grade(folder, tmp_path / "out", questions={"Q7"}, data_loader=data_loader)
+    assert time.monotonic() - started < 90
+    weights = next(c for c in result.checks if c.id == "Q7.weights")
+    assert weights.status == "failed" and "not loaded" in weights.message, weights.message
+    accuracy = next(c for c in result.checks if c.id == "Q7.validation_accuracy")
+    assert accuracy.score == 0
+
+
+@pytest.mark.slow
+def test_a_submission_that_kills_its_grading_process_takes_no_other_down(tmp_path):
+    """Without a sandbox (--unsafe-no-sandbox) a cell can kill the process grading it,
+    which breaks the whole pool. Only that submission is marked crashed; the others,
+    graded at the same time or queued, get their full grade."""
+    from grader.batch import grade_batch
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "a-killer.py").write_text(module(CORRECT_Q1, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"))
+    for name in ("b-good", "c-good", "d-good"):
+        (subs / f"{name}.py").write_text(module(CORRECT_Q1))
+    started = time.monotonic()
+    results = grade_batch(
+        submissions=subs,
+        out=tmp_path / "out",
+        jobs=2,
+        require_data=False,
+        questions=["Q1"],
+        seed=3,
+        use_cache=False,
+        progress=False,
+        reports=False,
+        limits=LIMITS,
+        unsafe_no_sandbox=True,
+    )
+    assert time.monotonic() - started < 400
+    by_name = {r.name: r for r in results}
+    assert by_name["a-killer"].status == "crashed", by_name["a-killer"].reason
+    for name in ("b-good", "c-good", "d-good"):
+        assert by_name[name].status == "graded", by_name[name].reason
+        assert by_name[name].score == by_name[name].max_score
