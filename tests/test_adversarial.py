@@ -355,3 +355,74 @@ def test_a_submission_that_kills_its_grading_process_takes_no_other_down(tmp_pat
     for name in ("b-good", "c-good", "d-good"):
         assert by_name[name].status == "graded", by_name[name].reason
         assert by_name[name].score == by_name[name].max_score
+
+
+# -- 4. forged probe results ----------------------------------------------------------------------------
+
+FORGE_KAIMING = """
+import sys, torch
+_probes = sys.modules["grader.worker.probes"]
+_real_state = _probes._state
+
+def _forged_state(model):
+    state = _real_state(model)
+    gen = torch.Generator().manual_seed(0)
+    for key, value in state.items():
+        if key.endswith("weight") and value.dim() > 1:
+            state[key] = torch.randn(value.shape, generator=gen) * (2.0 / value[0].numel()) ** 0.5
+    return state
+
+_probes._state = _forged_state
+"""
+
+FORGE_RELU = """
+import sys, torch
+_probes = sys.modules["grader.worker.probes"]
+_real_describe = _probes.describe_module
+_relu = _real_describe(torch.nn.Sequential(torch.nn.ReLU()))["leaves"][0]
+
+def _forged_describe(model):
+    found = _real_describe(model)
+    leaves = found.get("leaves", [])
+    if [leaf["kind"] for leaf in leaves[:2]] == ["Conv2d", "Conv2d"]:
+        found["leaves"] = leaves[:1] + [dict(_relu, path="0b")] + leaves[1:]
+    return found
+
+_probes.describe_module = _forged_describe
+"""
+
+
+def _template_with(mutation_name: str | None, extra_cell: str | None) -> str:
+    import mutations
+
+    from grader.assign import render_script
+
+    script = render_script(filled=True)
+    if mutation_name:
+        script = mutations.apply(next(m for m in mutations.BUGS if m.name == mutation_name), script)
+    return script + (f"\n# %%\n{extra_cell}\n" if extra_cell else "")
+
+
+FORGERIES = {
+    # name: (the honest bug, the forgery that hides it, questions, the check it targets)
+    "kaiming": ("q3-no-kaiming-init", FORGE_KAIMING, {"Q3", "Q4"}, "Q3.kaiming_init"),
+    "missing relu": ("q6-real-case-first-relu-missing", FORGE_RELU, {"Q6"}, "Q6.architecture"),
+}
+
+
+@pytest.mark.parametrize("name", list(FORGERIES))
+def test_a_forged_probe_result_earns_nothing(tmp_path, name):
+    """The submission replaces the worker's probes to describe the correct answer while
+    its code keeps the bug. The grader checks the description against the module's
+    behaviour and credits nothing; the honest correct answer still passes that check."""
+    bug, forgery, questions, target = FORGERIES[name]
+    scores = {}
+    for label, mutation, extra in (("forged", bug, forgery), ("honest", None, None)):
+        path = tmp_path / f"{label}.py"
+        path.write_text(_template_with(mutation, extra))
+        result = grade(path, tmp_path / label, questions=questions)
+        assert result.status == "graded", result.reason
+        check = next(c for c in result.checks if c.id == target)
+        scores[label] = (check.status, check.message)
+    assert scores["forged"][0] == "failed", scores["forged"]
+    assert scores["honest"][0] == "passed", scores["honest"]

@@ -30,6 +30,15 @@ def architecture(ctx: Context) -> Outcome:
     details = {"diff": rows}
     if problems:
         return Outcome(False, "; ".join(problems), details=details)
+    # The layers are the worker's description; a Sequential of exactly these layers
+    # computes the reference's function, so its behaviour must say the same.
+    if not judge_forward(_q6_parity(ctx)).passed:
+        return Outcome(
+            False,
+            "the layers reported match the specification, but the model does not compute what those layers "
+            "compute (with identical weights its outputs differ from the reference's); nothing was credited",
+            details=details,
+        )
     return Outcome(
         True, "Conv2d 5x5 pad 2, ReLU, Conv2d 3x3 pad 1, ReLU, Flatten, Linear: as specified", details=details
     )

@@ -443,3 +443,12 @@ def learn(
             optimizer.step()
         after = logits()
     return {"before": before, "after": after, "steps": math.ceil(len(x) / batch_size)}
+
+
+@probe
+def module_outputs(rt: Runtime, *, target: dict, x: torch.Tensor) -> dict:
+    """Run the target module as it is (its own weights, float64 copy, eval mode) on ``x``:
+    what the grader checks the weights the module reports against."""
+    model = copy.deepcopy(_target_model(rt, target)).double().eval()
+    with rt.globals_bound(), torch.no_grad():
+        return {"output": describe_tensor(model(x))}
