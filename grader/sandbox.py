@@ -172,15 +172,12 @@ class Worker:
             "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
             "runpy.run_module('grader.worker', run_name='__main__', alter_sys=True)"
         )
-        cmd = [sys.executable, "-I", "-c", bootstrap, package_parent, "--memory", str(self.limits.memory_bytes)]
+        cmd = [sys.executable, "-I", "-c", bootstrap, package_parent]
         self.private_root.mkdir(parents=True, exist_ok=True)
         # Isolated, this empty folder becomes the worker's root; otherwise it holds its files.
         self.private = Path(tempfile.mkdtemp(prefix="worker-", dir=self.private_root))
-        cmd += ["--private", str(self.private)]
         if self.isolated:
-            cmd = [*_UNSHARE, *cmd, "--isolate"] + (["--gpu"] if self.gpu else [])
-            for path in self.hide:
-                cmd += ["--hide", path]
+            cmd = [*_UNSHARE, *cmd]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -190,6 +187,20 @@ class Worker:
             cwd=self.private_root,
             start_new_session=True,
         )
+        # The set-up travels on the channel, not in argv, which every process can read
+        # in /proc (the hidden paths would name what the grader keeps private).
+        setup = {
+            "isolate": self.isolated,
+            "hide": self.hide,
+            "private": str(self.private),
+            "gpu": self.gpu,
+            "memory": self.limits.memory_bytes,
+        }
+        try:
+            self._write(wire.encode(setup), time.monotonic() + timeout)
+        except (OSError, WorkerError) as exc:
+            self.kill()
+            raise WorkerError(f"the worker could not start: {exc}") from None
         payload = {
             k: torch.frombuffer(bytearray(v), dtype=torch.uint8) if v else torch.empty(0, dtype=torch.uint8)
             for k, v in (files or {}).items()

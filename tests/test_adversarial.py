@@ -426,3 +426,46 @@ def test_a_forged_probe_result_earns_nothing(tmp_path, name):
         scores[label] = (check.status, check.message)
     assert scores["forged"][0] == "failed", scores["forged"]
     assert scores["honest"][0] == "passed", scores["honest"]
+
+
+# -- 9. what the worker can see -------------------------------------------------------------------------
+
+
+def test_the_hidden_paths_are_not_in_the_workers_command_line(tmp_path):
+    """The list of private paths reached the worker in argv, readable in /proc; /sys was
+    visible to CPU-only workers."""
+    from grader.sandbox import Worker
+
+    secret = tmp_path / f"private-{uuid.uuid4().hex}"
+    secret.mkdir()
+    worker = Worker(hide=[secret, REFERENCE_DIR], private_root=tmp_path / "w", limits=LIMITS)
+    worker.start(seed=0)
+    try:
+        out = worker.call(
+            "run_cell",
+            timeout=20,
+            index=0,
+            question=None,
+            source=textwrap.dedent(
+                """
+                import os
+                seen = []
+                for pid in os.listdir("/proc"):
+                    if pid.isdigit():
+                        try:
+                            seen.append(open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace"))
+                        except OSError:
+                            pass
+                print(repr(seen))
+                print("SYS", os.path.exists("/sys/class"))
+                """
+            ),
+        )
+    finally:
+        worker.close()
+    assert out["status"] == "ok", out["error"]
+    assert "grader" in out["stdout"], "the worker's own command line was read"
+    assert secret.name not in out["stdout"]
+    assert str(REFERENCE_DIR) not in out["stdout"]
+    if worker.isolated and not worker.gpu:
+        assert "SYS False" in out["stdout"], "/sys describes the host; only a GPU worker needs it"

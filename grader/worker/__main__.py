@@ -1,4 +1,5 @@
-"""Entry point of the student worker: ``python -I -m grader.worker [--hide PATH ...]``.
+"""Entry point of the student worker: ``python -I -m grader.worker``, set up by the first
+message on its stdin (never by arguments, which any process can read in /proc).
 
 The grader starts this process (inside fresh Linux namespaces where the OS allows it),
 then talks to it over stdin/stdout in the wire format. Before any student code runs it
@@ -22,8 +23,9 @@ def _libc():
 
 
 # What a worker's filesystem holds besides Python and the grader: the system's programs
-# and libraries, a few files from /etc, device nodes, and /sys for CPU and GPU discovery.
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys")
+# and libraries, a few files from /etc and device nodes; /sys only where a GPU is used
+# (CUDA discovers devices there), since it describes the whole host.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
@@ -60,6 +62,7 @@ def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool) -> N
     devices = list(DEVICES)
     if gpu:
         devices += [os.path.join("/dev", n) for n in os.listdir("/dev") if n.startswith("nvidia")]
+        devices.append("/sys")
     for path in [*SYSTEM_DIRS, *ETC_FILES, *devices, *expose]:
         if not os.path.lexists(path):
             continue
@@ -154,16 +157,6 @@ def limit_resources(memory_bytes: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m grader.worker")
-    parser.add_argument("--isolate", action="store_true", help="hide paths and drop privileges")
-    parser.add_argument("--hide", action="append", default=[])
-    parser.add_argument(
-        "--private", help="an empty folder: the new root when isolated, else the working folder's parent"
-    )
-    parser.add_argument("--gpu", action="store_true", help="expose the GPU devices")
-    parser.add_argument("--memory", type=int, default=0, help="address-space limit in bytes")
-    args = parser.parse_args()
-
     # The protocol keeps stdin/stdout; student prints go to capture buffers, and anything
     # written straight to file descriptors 1 and 2 goes nowhere.
     channel_in = os.fdopen(os.dup(0), "rb", buffering=0)
@@ -174,6 +167,10 @@ def main() -> None:
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
 
     try:
+        # The grader's first message: isolate (hide paths and drop privileges), hide (paths
+        # to cover), private (an empty folder: the new root when isolated, else the working
+        # folder's parent), gpu (expose the GPU devices), memory (address-space limit).
+        args = argparse.Namespace(**read_setup(channel_in))
         if args.isolate:
             build_root(args.private, expose=runtime_paths(), hide=args.hide, gpu=args.gpu)
             drop_privileges()
@@ -187,6 +184,25 @@ def main() -> None:
         report_setup_failure(channel_in, channel_out, exc)
         raise SystemExit(3) from None
     serve(channel_in, channel_out, workdir)
+
+
+def read_setup(channel_in) -> dict:
+    """The set-up message (plain JSON in the wire format's frame), read without importing
+    torch: nothing is imported before the private paths are hidden."""
+    import json
+    import struct
+
+    head = channel_in.read(20)
+    magic, total, header_len = struct.unpack(">4sQQ", head)
+    if magic != b"GRD1" or total > 1 << 20:
+        raise ValueError("the first message is not the set-up")
+    payload = b""
+    while len(payload) < total:
+        chunk = channel_in.read(total - len(payload))
+        if not chunk:
+            raise EOFError("the grader closed the channel")
+        payload += chunk
+    return json.loads(payload[:header_len])["body"]
 
 
 def report_setup_failure(channel_in, channel_out, exc: BaseException) -> None:
