@@ -34,7 +34,6 @@ from .worker import wire
 _UNSHARE = [
     "unshare",
     "--user",
-    "--map-root-user",
     "--mount",
     "--net",
     "--pid",
@@ -42,6 +41,12 @@ _UNSHARE = [
     "--kill-child",
     "--mount-proc",
 ]
+# As root, the worker's user namespace maps its root to the real root (to build its
+# filesystem) and WORKER_UID to an unprivileged host uid it switches to before student
+# code runs: process limits do not bind root, so a fork bomb would not stop otherwise.
+# As an ordinary user, it maps its root to that user, whom the limits bind anyway.
+WORKER_UID = 1000
+HOST_UID_BASE = 1 << 20  # far above the uids of people and system accounts
 _GRACE_SECONDS = 5.0  # beyond the worker's own alarm, before the grader kills it
 _STALL_SECONDS = 10.0  # a request the worker does not read from for this long was never awaited
 
@@ -53,7 +58,8 @@ class Limits:
     cell_seconds: float = 60.0
     submission_seconds: float = 600.0
     output_chars: int = 20_000
-    memory_bytes: int = 16 << 30
+    memory_bytes: int = 16 << 30  # all the worker's memory: its processes' and its RAM-backed /tmp
+    scratch_bytes: int = 1 << 30  # its private /tmp and /dev/shm together (RAM-backed, part of memory_bytes)
     threads: int = 1
     reply_bytes: int = 1 << 30
     train_seconds: float = 900.0  # retraining a Question 7 model without a checkpoint
@@ -104,7 +110,7 @@ def namespaces_available() -> bool:
     if sys.platform != "linux" or shutil.which("unshare") is None or platform.machine() not in PIVOT_ROOT_SYSCALL:
         return False
     try:
-        done = subprocess.run([*_UNSHARE, "true"], capture_output=True, timeout=20)
+        done = subprocess.run([*_UNSHARE, "--map-root-user", "true"], capture_output=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
@@ -176,8 +182,9 @@ class Worker:
         self.private_root.mkdir(parents=True, exist_ok=True)
         # Isolated, this empty folder becomes the worker's root; otherwise it holds its files.
         self.private = Path(tempfile.mkdtemp(prefix="worker-", dir=self.private_root))
+        mapped = self.isolated and os.geteuid() == 0
         if self.isolated:
-            cmd = [*_UNSHARE, *cmd]
+            cmd = [*_UNSHARE, *([] if mapped else ["--map-root-user"]), *cmd]
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -195,8 +202,12 @@ class Worker:
             "private": str(self.private),
             "gpu": self.gpu,
             "memory": self.limits.memory_bytes,
+            "scratch": self.limits.scratch_bytes,
+            "uid": WORKER_UID if mapped else None,
         }
         try:
+            if mapped:
+                self._map_ids(time.monotonic() + timeout)
             self._write(wire.encode(setup), time.monotonic() + timeout)
         except (OSError, WorkerError) as exc:
             self.kill()
@@ -256,6 +267,20 @@ class Worker:
         if not reply["ok"]:
             raise StudentError(reply.get("error") or {})
         return reply.get("result")
+
+    def _map_ids(self, deadline: float) -> None:
+        """Write the worker's uid and gid maps from here (only a process outside its user
+        namespace, with CAP_SETUID, may map more than one id): its root stays root, to
+        build its filesystem, and WORKER_UID becomes a host uid of no one."""
+        ours = os.readlink("/proc/self/ns/user")
+        while os.readlink(f"/proc/{self.proc.pid}/ns/user") == ours:  # unshare has not run yet
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise WorkerError("the worker's user namespace was not created")
+            time.sleep(0.005)
+        host = HOST_UID_BASE + self.proc.pid % (1 << 16)
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{self.proc.pid}/{name}", "w") as f:
+                f.write(f"0 0 1\n{WORKER_UID} {host} 1\n")
 
     def _write(self, data: bytes, deadline: float) -> None:
         """Write a request, giving up (and stopping the worker) at the deadline: a worker

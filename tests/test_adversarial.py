@@ -469,3 +469,66 @@ def test_the_hidden_paths_are_not_in_the_workers_command_line(tmp_path):
     assert str(REFERENCE_DIR) not in out["stdout"]
     if worker.isolated and not worker.gpu:
         assert "SYS False" in out["stdout"], "/sys describes the host; only a GPU worker needs it"
+
+
+# -- 5. process and disk limits that hold for root ------------------------------------------------------
+
+FORK_BOMB = """
+import os
+children = []
+try:
+    for _ in range(5000):  # posix_spawn: as a fork bomb, but cheap for the test machine
+        children.append(os.posix_spawn("/bin/sleep", ["sleep", "120"], {}))
+except OSError as exc:
+    print("STOPPED", exc.errno)
+for pid in children:
+    os.kill(pid, 9)
+print("FORKED", len(children))
+"""
+
+FILL_TMP = """
+import os
+written = 0
+try:
+    with open("/tmp/fill", "wb") as f:
+        for _ in range(200):
+            f.write(bytes(1 << 20))
+            f.flush()
+            written += 1
+except OSError as exc:
+    print("FULL", exc.errno)
+print("WROTE", written)
+"""
+
+
+def _cell(source: str, limits: Limits, tmp_path: Path) -> str:
+    from grader.sandbox import Worker
+
+    worker = Worker(hide=[REFERENCE_DIR], private_root=tmp_path / "w", limits=limits)
+    worker.start(seed=0)
+    try:
+        out = worker.call("run_cell", timeout=60, index=0, source=source, question=None)
+    finally:
+        worker.close()
+    assert out["status"] == "ok", out["error"]
+    return out["stdout"]
+
+
+def test_a_fork_bomb_is_bounded_even_for_root(tmp_path):
+    from grader.sandbox import namespaces_available
+
+    if not namespaces_available():
+        pytest.skip("the process limit binds root only through the worker's own user namespace")
+    out = _cell(FORK_BOMB, LIMITS, tmp_path)
+    forked = int(out.split("FORKED")[1])
+    assert "STOPPED" in out and forked < 1100, out
+
+
+def test_the_workers_ram_disk_is_sized_by_its_limits(tmp_path):
+    from grader.sandbox import namespaces_available
+
+    if not namespaces_available():
+        pytest.skip("without namespaces the worker writes to the grader's own temp folder")
+    limits = Limits(cell_seconds=20, output_chars=2_000, memory_bytes=8 << 30, scratch_bytes=64 << 20)
+    out = _cell(FILL_TMP, limits, tmp_path)
+    assert "FULL" in out and int(out.split("WROTE")[1]) <= 48, out

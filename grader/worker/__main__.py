@@ -39,7 +39,7 @@ def _mount(libc, source, target: str, fstype, flags: int, data=None) -> None:
         raise OSError(ctypes.get_errno(), f"cannot mount {target}")
 
 
-def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool) -> None:
+def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool, scratch: int) -> None:
     """Make ``root`` (a fresh tmpfs) the worker's whole filesystem and switch to it.
 
     It holds, read-only and at their usual paths, only what running Python and the grader
@@ -53,12 +53,12 @@ def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool) -> N
     libc = _libc()
     # Mounts made here must not propagate back to the parent namespace.
     _mount(libc, b"none", "/", None, MS_REC | MS_PRIVATE)
-    _mount(libc, b"tmpfs", root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4g,mode=755")
+    _mount(libc, b"tmpfs", root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=16m,mode=755")
     # Scratch space first: Python or the grader may themselves live under /tmp, and are
-    # then mounted on top of it.
-    for path in ("/tmp", "/dev/shm"):
+    # then mounted on top of it. Both are RAM: their sizes come out of the memory limit.
+    for path, size in (("/tmp", scratch * 3 // 4), ("/dev/shm", scratch // 4)):
         os.makedirs(root + path, exist_ok=True)
-        _mount(libc, b"tmpfs", root + path, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4g,mode=1777")
+        _mount(libc, b"tmpfs", root + path, b"tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777".encode())
     devices = list(DEVICES)
     if gpu:
         devices += [os.path.join("/dev", n) for n in os.listdir("/dev") if n.startswith("nvidia")]
@@ -126,13 +126,18 @@ def runtime_paths() -> list[str]:
     return [p for p in real if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in real)]
 
 
-def drop_privileges() -> None:
-    """Give up every capability, so student code cannot undo the mounts."""
+def drop_privileges(uid: int | None = None) -> None:
+    """Give up every capability, so student code cannot undo the mounts, and become
+    ``uid`` (mapped by the grader to an unprivileged host uid) where one is given."""
     libc = _libc()
     PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     for cap in range(64):
         libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
 
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -150,8 +155,9 @@ def limit_resources(memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Output written to files is capped; a write beyond it fails instead of filling RAM.
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
-    # Counted per user: enforced when the grader runs as an ordinary user, not as root.
-    resource.setrlimit(resource.RLIMIT_NPROC, (4096, 4096))
+    # Counted per user, and never enforced on root: as root, the grader maps the worker
+    # to an unprivileged uid (see sandbox.WORKER_UID), so a fork bomb stops here.
+    resource.setrlimit(resource.RLIMIT_NPROC, (1024, 1024))
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
@@ -172,9 +178,9 @@ def main() -> None:
         # folder's parent), gpu (expose the GPU devices), memory (address-space limit).
         args = argparse.Namespace(**read_setup(channel_in))
         if args.isolate:
-            build_root(args.private, expose=runtime_paths(), hide=args.hide, gpu=args.gpu)
-            drop_privileges()
-        limit_resources(args.memory)
+            build_root(args.private, expose=runtime_paths(), hide=args.hide, gpu=args.gpu, scratch=args.scratch)
+            drop_privileges(args.uid)
+        limit_resources(args.memory - (args.scratch if args.isolate else 0))
         workdir = tempfile.mkdtemp(prefix="submission-", dir="/tmp" if args.isolate else args.private)
         os.chdir(workdir)
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir
