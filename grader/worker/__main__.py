@@ -162,7 +162,34 @@ def limit_resources(memory_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
 
+def _setup() -> dict:
+    """The grader's first message on stdin, or what a first run of this process passed on.
+
+    As root, the grader writes this worker's uid map only after ``unshare`` has exec'd
+    it, and a process whose uid was unmapped when it exec'd holds no capabilities in its
+    namespace, unless the map came first: a race. So it always runs itself again, now
+    mapped, handing the set-up over in a pipe (its number is all that appears in argv)."""
+    import json
+
+    if "--setup-fd" in sys.argv:
+        fd = int(sys.argv[sys.argv.index("--setup-fd") + 1])
+        with os.fdopen(fd, "rb") as f:
+            return json.loads(f.read())
+    setup = read_setup(os.fdopen(os.dup(0), "rb", buffering=0))
+    if setup.get("isolate") and setup.get("uid") is not None:
+        r, w = os.pipe()
+        os.write(w, json.dumps(setup).encode())
+        os.close(w)
+        os.set_inheritable(r, True)
+        os.execv(sys.executable, [*sys.orig_argv, "--setup-fd", str(r)])
+    return setup
+
+
 def main() -> None:
+    try:
+        setup = _setup()
+    except Exception:
+        setup = None
     # The protocol keeps stdin/stdout; student prints go to capture buffers, and anything
     # written straight to file descriptors 1 and 2 goes nowhere.
     channel_in = os.fdopen(os.dup(0), "rb", buffering=0)
@@ -176,7 +203,9 @@ def main() -> None:
         # The grader's first message: isolate (hide paths and drop privileges), hide (paths
         # to cover), private (an empty folder: the new root when isolated, else the working
         # folder's parent), gpu (expose the GPU devices), memory (address-space limit).
-        args = argparse.Namespace(**read_setup(channel_in))
+        if setup is None:
+            raise ValueError("the set-up message could not be read")
+        args = argparse.Namespace(**setup)
         if args.isolate:
             build_root(args.private, expose=runtime_paths(), hide=args.hide, gpu=args.gpu, scratch=args.scratch)
             drop_privileges(args.uid)
