@@ -461,10 +461,8 @@ def grade_submission(
         )
         try:
             result.cells = session.run_cells()
-            if session.worker and not session.worker.isolated:
-                result.notes.append(
-                    "the worker ran without Linux namespaces: no network or file isolation beyond a scrubbed environment"
-                )
+            if session.worker:
+                result.notes.append(f"sandbox: {session.worker.sandbox()}")
             ctx = Context(session=session, run_seed=run_seed, data_loader=data_loader, results=result)
             for spec in specs:
                 entry = rubric.entries[spec.id]

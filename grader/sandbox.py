@@ -268,6 +268,19 @@ class Worker:
             raise StudentError(reply.get("error") or {})
         return reply.get("result")
 
+    def sandbox(self) -> str:
+        """Which sandbox this worker ran in, for the report."""
+        if not self.isolated:
+            return (
+                "none: the worker ran without Linux namespaces, with no network or file isolation beyond a "
+                "scrubbed environment (--unsafe-no-sandbox, or a machine without namespaces)"
+            )
+        who = "an unprivileged uid" if os.geteuid() == 0 else "the grader's own unprivileged user"
+        return (
+            "Linux namespaces (unshare): no network, a read-only filesystem of its own, no capabilities, "
+            f"running as {who}"
+        )
+
     def _map_ids(self, deadline: float) -> None:
         """Write the worker's uid and gid maps from here (only a process outside its user
         namespace, with CAP_SETUID, may map more than one id): its root stays root, to

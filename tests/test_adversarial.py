@@ -110,6 +110,7 @@ def test_linked_companion_files_are_refused_and_said_so(tmp_path, host_secret, h
     assert "link" in " ".join(refused)
     assert "refused" in (out / "report-student.html").read_text()
     assert result.score == result.max_score, "the rest of the submission is graded as usual"
+    assert any(n.startswith("sandbox: ") for n in result.notes), "each report says which sandbox was used"
 
 
 def test_a_linked_main_file_or_submission_is_invalid_not_read(tmp_path, host_secret):
@@ -355,6 +356,7 @@ def test_a_submission_that_kills_its_grading_process_takes_no_other_down(tmp_pat
     for name in ("b-good", "c-good", "d-good"):
         assert by_name[name].status == "graded", by_name[name].reason
         assert by_name[name].score == by_name[name].max_score
+        assert any(n.startswith("sandbox: none") for n in by_name[name].notes)
 
 
 # -- 4. forged probe results ----------------------------------------------------------------------------
@@ -532,3 +534,16 @@ def test_the_workers_ram_disk_is_sized_by_its_limits(tmp_path):
     limits = Limits(cell_seconds=20, output_chars=2_000, memory_bytes=8 << 30, scratch_bytes=64 << 20)
     out = _cell(FILL_TMP, limits, tmp_path)
     assert "FULL" in out and int(out.split("WROTE")[1]) <= 48, out
+
+
+# -- 10. no sandbox, no grading -------------------------------------------------------------------------
+
+
+def test_without_a_sandbox_the_batch_is_refused_unless_asked(tmp_path, monkeypatch):
+    from grader.batch import BatchError, grade_batch
+
+    monkeypatch.setattr("grader.batch.namespaces_available", lambda: False)  # a machine without namespaces
+    (tmp_path / "alice.py").write_text(module(CORRECT_Q1))
+    with pytest.raises(BatchError, match="--unsafe-no-sandbox"):
+        grade_batch(submissions=tmp_path, out=tmp_path / "out", require_data=False, progress=False)
+    assert not (tmp_path / "out").exists()
