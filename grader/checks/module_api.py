@@ -17,7 +17,7 @@ from ..engine import CheckFailed, Context
 from . import Outcome, check, spec
 from .compare import PARITY_RTOL, kaiming_std, layer_str, map_state, parity
 from .learning import judge_learning, module_run, worker_run
-from .verify import reported_weights_drive_outputs
+from .verify import answer_key_present, reported_weights_drive_outputs
 
 SPEC_ARGS = (3, 32, 16, 10)
 
@@ -195,7 +195,7 @@ def kaiming_init(ctx: Context) -> Outcome:
     if not tests:
         return Outcome(False, "ThreeLayerConvNet(3, 32, 16, 10) has no convolution or linear weights to check")
     details = {"std": {t.name: t.details() for t in tests}}
-    if all(t.ok for t in tests) and judge_forward(_q4_parity(ctx)).passed:
+    if all(t.ok for t in tests) and answer_key_present(ctx) and judge_forward(_q4_parity(ctx)).passed:
         # The statistics are of weights the worker reported: believe them only if they
         # are what the module computes with (see verify.py).
         problem = reported_weights_drive_outputs(

@@ -17,6 +17,16 @@ from ..engine import Context
 from .compare import PARITY_RTOL, map_state, parity
 
 
+def answer_key_present(ctx: Context) -> bool:
+    """Whether the reference is here to verify against: not in a student's self-check,
+    which runs without the answer key (and where a forgery would fool only its author)."""
+    try:
+        ctx.reference  # noqa: B018 - imports it
+    except ImportError:
+        return False
+    return True
+
+
 def reported_weights_drive_outputs(
     ctx: Context, *, handle: str, state: dict[str, torch.Tensor], reference: torch.nn.Module
 ) -> str | None:
