@@ -15,6 +15,7 @@ flagged for the instructor.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -189,6 +190,11 @@ def _accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"accuracy": correct / len(labels), "ci": [lo, hi], "images": len(labels)}
 
 
+def _policy(threshold) -> dict:
+    """The rubric's threshold policy, as recorded in the result."""
+    return {"threshold": threshold.full_at, "threshold_policy": dataclasses.asdict(threshold)}
+
+
 def evaluation(ctx: Context) -> dict:
     """Measure the Question 7 model once (by checkpoint or by retraining); cached."""
     if "challenge" in ctx.shared:
@@ -204,13 +210,7 @@ def evaluation(ctx: Context) -> dict:
         "unusual_state": found.get("unusual_state"),
         "trained_with": found["trained_with"],
         "epochs_requested": found["epochs"],
-        "threshold": threshold.full_at,
-        "threshold_policy": {
-            "policy": threshold.policy,
-            "full_at": threshold.full_at,
-            "zero_at": threshold.zero_at,
-            "straddle": threshold.straddle,
-        },
+        **_policy(threshold),
         "ci_level": 0.95,
         "ci_method": "Wilson score interval",
         "self_reported": self_reported_accuracy(ctx),
@@ -271,7 +271,6 @@ def evaluation(ctx: Context) -> dict:
     labels = judged["labels"][sample]
     clean = float((preds[:n_judged][sample] == labels).double().mean())
     shaken = float((on_perturbed == labels).double().mean())
-    lo, hi = val["ci"]
     result.update(
         val_accuracy=val["accuracy"],
         val_ci=val["ci"],
@@ -279,7 +278,6 @@ def evaluation(ctx: Context) -> dict:
         test_accuracy=test["accuracy"],
         test_ci=test["ci"],
         test_images=test["images"],
-        margin=val["accuracy"] - threshold.full_at,
         eval_seconds=out.get("seconds"),
         perturbed={
             "images": len(sample),
@@ -289,7 +287,6 @@ def evaluation(ctx: Context) -> dict:
             "tolerance": PERTURBATION_TOLERANCE,
             "collapsed": clean - shaken > PERTURBATION_TOLERANCE,
         },
-        near_threshold=threshold.straddle == "flag" and lo < threshold.full_at <= hi,
     )
     result["memorisation_flag"] = result["perturbed"]["collapsed"]
     claim = result["self_reported"]
@@ -393,6 +390,8 @@ def validation_accuracy(ctx: Context) -> Outcome:
         raise CheckFailed("no accuracy could be measured: " + result.get("problem", "the model could not be evaluated"))
     threshold = ctx.rubric.threshold
     lo, hi = result["val_ci"]
+    result.update(_policy(threshold), margin=result["val_accuracy"] - threshold.full_at)
+    result["near_threshold"] = threshold.straddle == "flag" and lo < threshold.full_at <= hi
     judged, shaken = result["eval_set"], result["perturbed"]
     line = _pct(threshold.full_at)
     text = (
