@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -750,6 +750,20 @@ def is_class_balanced(labels: torch.Tensor, *, share: float = 0.5) -> bool:
         return False
     counts = torch.bincount(labels, minlength=len(CLASSES))
     return bool(counts.min() >= share * len(labels) / len(CLASSES))
+
+
+def index_runs(indices: Iterable[int], *, max_runs: int | None = None) -> list[list[int]] | None:
+    """Indices as sorted [start, stop) runs (range(0, 49000) is [[0, 49000]]), or None when
+    there would be more than ``max_runs``."""
+    runs: list[list[int]] = []
+    for value in sorted(set(indices)):
+        if runs and runs[-1][1] == value:
+            runs[-1][1] += 1
+        elif max_runs is not None and len(runs) >= max_runs:
+            return None
+        else:
+            runs.append([value, value + 1])
+    return runs
 
 
 def balanced_subset(labels: torch.Tensor, size: int, *, generator: torch.Generator) -> torch.Tensor:

@@ -123,23 +123,16 @@ def training_data(rt: Runtime) -> dict:
 
 
 def _runs(indices) -> list[list[int]] | None:
-    """Sorted indices as [start, stop) runs, or None if they are not plain integers or
+    """A loader's indices as [start, stop) runs, or None if they are not plain integers or
     fragment into too many runs."""
+    from grader.data import index_runs
+
     if isinstance(indices, range) and indices.step == 1:
         return [[indices.start, indices.stop]] if len(indices) else []
     try:
-        values = sorted({int(i) for i in indices})
+        return index_runs((int(i) for i in indices), max_runs=_MAX_RUNS)
     except (TypeError, ValueError):
         return None
-    runs: list[list[int]] = []
-    for value in values:
-        if runs and runs[-1][1] == value:
-            runs[-1][1] += 1
-        else:
-            if len(runs) >= _MAX_RUNS:
-                return None
-            runs.append([value, value + 1])
-    return runs
 
 
 def _is_grader_split(train, val) -> bool:
