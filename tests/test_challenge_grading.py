@@ -430,12 +430,17 @@ def test_the_class_summary_lists_near_threshold_and_flagged_submissions(tmp_path
 
     challenge = typical_graded.challenge
     line = challenge["val_accuracy"] + 0.001  # inside the interval
-    near = replace(typical_graded, name="near", challenge={**challenge, "threshold": line, "near_threshold": True})
+    near = replace(
+        typical_graded, name="near", sha256="1" * 64, challenge={**challenge, "threshold": line, "near_threshold": True}
+    )
     ignored = replace(
-        typical_graded, name="ignored", challenge={**challenge, "threshold": line, "near_threshold": False}
+        typical_graded,
+        name="ignored",
+        sha256="2" * 64,
+        challenge={**challenge, "threshold": line, "near_threshold": False},
     )
     lookup = {**challenge, "memorisation_flag": True, "perturbed": {**challenge["perturbed"], "accuracy": 0.1}}
-    flagged = replace(typical_graded, name="lookup", challenge=lookup)
+    flagged = replace(typical_graded, name="lookup", sha256="3" * 64, challenge=lookup)
     page = write_class_summary([near, ignored, flagged], ["near", "ignored", "lookup"], tmp_path).read_text()
     section = page[page.index("need a look") :]
     section = section[: section.index("</table>")]
