@@ -33,9 +33,9 @@ Z95 = 1.959964
 PERTURBED_IMAGES = 2000
 # How much accuracy an honest model may lose on the perturbed copies. Measured with
 # benchmarks/q7_generalisation.py (run seed 0; README, "How Question 7 is measured"): the typical
-# 10-epoch student model loses 2.8 points, the reference 6.3; a lookup table of the public
-# images loses 90. 20 points is three times the worst honest drop and far above the
-# statistical noise of a drop measured on 2,000 images (about 1 point).
+# 10-epoch student model loses 2.8 points, the reference 6.3 (2.6-3.8 and 6.3-7.7 over
+# three seeds); a lookup table of the public images loses 90. 20 points is well over twice the
+# worst honest drop and far above the noise of a drop measured on 2,000 images (about 1 point).
 PERTURBATION_TOLERANCE = 0.20
 
 
