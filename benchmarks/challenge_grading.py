@@ -1,5 +1,5 @@
 """Question 7 grading speed: seconds to evaluate one checkpoint of the typical student
-model on the 1,000 validation and 10,000 test images, and seconds per epoch when the
+model on the judged, perturbed and test images, and seconds per epoch when the
 grader retrains it (no checkpoint), both through the real grading path (worker, sandbox).
 
     python benchmarks/challenge_grading.py [--data PATH] [--threads 2]
@@ -53,7 +53,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         c, total = grade_q7(submission(Path(tmp) / "ckpt", epochs=10, checkpoint=True))
         print(
-            f"checkpoint: evaluation of {c['val_images'] + c['test_images']:,} images took {c['eval_seconds']:.2f} s "
+            f"checkpoint: evaluation of {c['val_images']:,} judged, {c['perturbed']['images']:,} perturbed "
+            f"(and the test images) took {c['eval_seconds']:.2f} s "
             f"in the worker; the whole Q7 grade took {total:.1f} s (worker start and notebook cells included)"
         )
         print(f"            validation {100 * c['val_accuracy']:.1f}%, test {100 * c['test_accuracy']:.1f}%")

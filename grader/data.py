@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,9 @@ CLASSES: tuple[str, ...] = (
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 NUM_TRAIN = 49_000
+# The labels of the first ten images of the official training batches (frog, truck, truck,
+# deer, ...): a data set that starts with them is in the official order.
+CANONICAL_FIRST_LABELS = (6, 9, 9, 4, 1, 1, 2, 7, 8, 3)
 NUM_VAL = 1_000
 SPLIT_SEED = 0
 BATCH_SIZE = 64
@@ -134,6 +137,14 @@ class CIFAR10:
         in_val = torch.zeros(len(self.train_labels), dtype=torch.bool)
         in_val[val] = True
         return torch.nonzero(~in_val).flatten(), val
+
+    @property
+    def in_canonical_order(self) -> bool:
+        """Whether the training images are in the order of the official pickled batches (the
+        order torchvision serves), so that an index range in a notebook names the same images
+        here. Class folders are sorted by class instead: there "the last 1,000" are all trucks."""
+        first = self.train_labels[: len(CANONICAL_FIRST_LABELS)].tolist()
+        return len(self.train_labels) == 50_000 and first == list(CANONICAL_FIRST_LABELS)
 
 
 def load_cifar10(
@@ -727,3 +738,88 @@ def assignment_loaders(
         val=TensorLoader(data.train_images[val_index], data.train_labels[val_index], train=True, **common),
         test=TensorLoader(data.test_images, data.test_labels, train=False, **common),
     )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def is_class_balanced(labels: torch.Tensor, *, share: float = 0.5) -> bool:
+    """Whether every class holds at least ``share`` of its even part of ``labels``: a slice of
+    class-sorted data (one or two classes) is not; a random or official-order slice is."""
+    if len(labels) < len(CLASSES):
+        return False
+    counts = torch.bincount(labels, minlength=len(CLASSES))
+    return bool(counts.min() >= share * len(labels) / len(CLASSES))
+
+
+def index_runs(indices: Iterable[int], *, max_runs: int | None = None) -> list[list[int]] | None:
+    """Indices as sorted [start, stop) runs (range(0, 49000) is [[0, 49000]]), or None when
+    there would be more than ``max_runs``."""
+    runs: list[list[int]] = []
+    for value in sorted(set(indices)):
+        if runs and runs[-1][1] == value:
+            runs[-1][1] += 1
+        elif max_runs is not None and len(runs) >= max_runs:
+            return None
+        else:
+            runs.append([value, value + 1])
+    return runs
+
+
+def balanced_subset(labels: torch.Tensor, size: int, *, generator: torch.Generator) -> torch.Tensor:
+    """Indices of ``size`` images (or all, if fewer), as many of each class as ``labels`` allows,
+    picked at random with ``generator``; sorted."""
+    if size >= len(labels):
+        return torch.arange(len(labels))
+    per_class = -(-size // len(CLASSES))
+    picked = []
+    for label in range(len(CLASSES)):
+        members = torch.nonzero(labels == label).flatten()
+        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    chosen = torch.cat(picked)
+    chosen = chosen[torch.randperm(len(chosen), generator=generator)[:size]]
+    return chosen.sort().values
+
+
+def perturb(images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    """Label-preserving perturbations of uint8 NCHW images, drawn per image from ``generator``:
+    a mirror image (half of them), a shift by up to 2 pixels (edges repeated), then either a JPEG
+    re-encode at quality 60-90 or mild Gaussian noise (sigma 2-5 grey levels).
+
+    An ordinary ConvNet barely notices these (its accuracy drops by a few points); a model that
+    recognises the exact pixels of public images, rather than what they show, does not survive
+    them. The parameters come from ``generator``, so they are secret per grading run.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError(f"perturb expects uint8 NCHW images, got {images.dtype} {tuple(images.shape)}")
+    n, _, height, width = images.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    shift = torch.randint(-2, 3, (n, 2), generator=generator)  # (rows, columns), never both 0
+    shift[:, 1] += (shift == 0).all(dim=1).long()
+    reencode = torch.rand(n, generator=generator) < 0.5
+    quality = torch.randint(60, 91, (n,), generator=generator)
+    sigma = 2 + 3 * torch.rand(n, generator=generator)
+    noise = torch.randn(images.shape, generator=generator)
+
+    out = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    pad = 2
+    padded = F.pad(out.float(), (pad, pad, pad, pad), mode="replicate")
+    rows = torch.arange(height)[None, :] + pad - shift[:, 0:1]  # (n, height): source row of each row
+    cols = torch.arange(width)[None, :] + pad - shift[:, 1:2]
+    batch = torch.arange(n)[:, None, None]
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    noisy = (out + noise * sigma[:, None, None, None]).round().clamp(0, 255)
+    out = torch.where(reencode[:, None, None, None], out, noisy).to(torch.uint8).contiguous()
+    for i in torch.nonzero(reencode).flatten().tolist():
+        out[i] = _jpeg_roundtrip(out[i], int(quality[i]))
+    return out
+
+
+def _jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return torch.from_numpy(np.asarray(decoded.convert("RGB")).copy()).permute(2, 0, 1)

@@ -198,8 +198,11 @@ class StudentSession:
 class Context:
     """What a check may use: the worker, the reference, the dataset, its random inputs."""
 
-    def __init__(self, *, session: StudentSession, run_seed: int, data_loader, results: SubmissionResult):
+    def __init__(
+        self, *, session: StudentSession, run_seed: int, data_loader, results: SubmissionResult, rubric: Rubric
+    ):
         self.session = session
+        self.rubric = rubric  # Question 7 reads its threshold policy here
         self.run_seed = run_seed
         self._data_loader = data_loader
         self._data = None
@@ -463,7 +466,7 @@ def grade_submission(
             result.cells = session.run_cells()
             if session.worker:
                 result.notes.append(f"sandbox: {session.worker.sandbox()}")
-            ctx = Context(session=session, run_seed=run_seed, data_loader=data_loader, results=result)
+            ctx = Context(session=session, run_seed=run_seed, data_loader=data_loader, results=result, rubric=rubric)
             for spec in specs:
                 entry = rubric.entries[spec.id]
                 if session.time_left() <= 0:

@@ -13,13 +13,24 @@ Flag = tuple[str, str]
 
 
 def challenge_flags(result: SubmissionResult) -> list[Flag]:
-    """Question 7: an interval straddling the threshold, retraining, its budget, a
+    """Question 7: an accuracy that collapses on perturbed images, an interval straddling
+    the threshold (unless the rubric says to ignore that), retraining, its budget, a
     self-reported accuracy above what the grader measured."""
     c = result.challenge or {}
     flags: list[Flag] = []
+    if c.get("memorisation_flag"):
+        p = c.get("perturbed") or {}
+        flags.append(
+            (
+                "memorised",
+                f"Q7 accuracy falls from {100 * p.get('clean_accuracy', 0):.1f}% to {100 * p.get('accuracy', 0):.1f}% "
+                "on slightly perturbed images: it recognises public images rather than generalising",
+            )
+        )
     threshold, ci, acc = c.get("threshold"), c.get("val_ci"), c.get("val_accuracy")
     if (
-        isinstance(threshold, (int, float))
+        c.get("near_threshold", True)
+        and isinstance(threshold, (int, float))
         and isinstance(ci, (list, tuple))
         and len(ci) == 2
         and all(isinstance(v, (int, float)) for v in ci)

@@ -448,12 +448,14 @@ def challenge_view(challenge: dict) -> dict | None:
     c = challenge
     threshold = c.get("threshold")
     rows = []
+    judged = c.get("eval_set") if isinstance(c.get("eval_set"), dict) else {}
+    judged_name = str(judged.get("short") or "validation")
     for name, acc_key, ci_key, n_key in (
-        ("validation", "val_accuracy", "val_ci", "val_images"),
+        (judged_name, "val_accuracy", "val_ci", "val_images"),
         ("test", "test_accuracy", "test_ci", "test_images"),
     ):
         acc, ci = c.get(acc_key), c.get(ci_key)
-        if not isinstance(acc, (int, float)):
+        if not isinstance(acc, (int, float)) or (name == "test" and judged_name == "test set"):
             continue
         ci_ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
         rows.append(
@@ -502,6 +504,22 @@ def challenge_view(challenge: dict) -> dict | None:
             fmt_percent(self_reported, 2) if isinstance(self_reported, (int, float)) else "not reported",
         ),
     ]
+    if judged:
+        facts.append(("images judged", f"{judged.get('name', '—')}: {judged.get('reason', '')}"))
+    perturbed = c.get("perturbed") if isinstance(c.get("perturbed"), dict) else None
+    if perturbed and isinstance(perturbed.get("accuracy"), (int, float)):
+        facts.append(
+            (
+                "on perturbed copies",
+                f"{fmt_percent(perturbed['accuracy'])} on {fmt_number(perturbed.get('images'))} images shifted, "
+                f"mirrored, re-encoded or noisy ({fmt_percent(perturbed.get('clean_accuracy'))} unchanged)"
+                + ("; collapses: no accuracy credit, flagged" if perturbed.get("collapsed") else ""),
+            )
+        )
+    unusual = c.get("unusual_state") if isinstance(c.get("unusual_state"), dict) else None
+    if unusual:
+        extra = sum(v for k, v in unusual.items() if k.endswith("_elements") and isinstance(v, int))
+        facts.append(("state outside ordinary layers", f"{fmt_number(extra)} values"))
     if "margin" in c:
         facts.append(("allowed gap to self-report", fmt_percent(c.get("margin"), 1)))
     if "epochs" in c:
@@ -513,6 +531,8 @@ def challenge_view(challenge: dict) -> dict | None:
         "rows": rows,
         "facts": facts,
         "flagged": bool(c.get("flagged")),
+        "memorised": bool(c.get("memorisation_flag")),
+        "near_threshold": bool(c.get("near_threshold")),
         "over_budget": bool(c.get("over_budget")),
         "self_reported": fmt_percent(self_reported, 2) if isinstance(self_reported, (int, float)) else None,
         "ci_chart": ci_chart(

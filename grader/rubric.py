@@ -31,12 +31,41 @@ class Entry:
     visibility: str
 
 
+POLICIES = ("all-or-nothing", "ramp")
+STRADDLE = ("flag", "ignore")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """How Question 7's accuracy earns its points.
+
+    ``all-or-nothing``: full points at ``full_at`` or above, none below. ``ramp``: none at
+    ``zero_at`` or below, full at ``full_at``, linear in between. ``straddle``: when the 95%
+    confidence interval of the measurement contains ``full_at``, "flag" the submission for a
+    look (the class summary lists it) or "ignore" it.
+    """
+
+    policy: str = "all-or-nothing"
+    full_at: float = 0.70
+    zero_at: float = 0.60
+    straddle: str = "flag"
+
+    def fraction(self, accuracy: float) -> float:
+        """The share of the accuracy check's points that ``accuracy`` earns."""
+        if accuracy >= self.full_at:
+            return 1.0
+        if self.policy == "all-or-nothing" or accuracy <= self.zero_at:
+            return 0.0
+        return (accuracy - self.zero_at) / (self.full_at - self.zero_at)
+
+
 @dataclass(frozen=True)
 class Rubric:
     titles: dict[str, str]  # question id -> title
     entries: dict[str, Entry]  # check id -> points and visibility
     path: str
     sha256: str
+    threshold: Threshold = Threshold()
 
     @property
     def total(self) -> float:
@@ -53,11 +82,13 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
         doc = tomllib.loads(raw.decode())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise RubricError(f"cannot read the rubric {path}: {exc}") from None
-    titles, entries = {}, {}
+    titles, entries, threshold = {}, {}, Threshold()
     for question, section in doc.items():
         if not isinstance(section, dict):
             raise RubricError(f"{path}: [{question}] must be a table")
         titles[question] = str(section.get("title", question))
+        if "threshold" in section:
+            threshold = _threshold(section["threshold"], f"{path}: [{question}] threshold")
         for name, spec in section.get("checks", {}).items():
             check_id = f"{question}.{name}"
             try:
@@ -76,4 +107,30 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
         if missing:
             parts.append("checks without points: " + ", ".join(missing))
         raise RubricError(f"{path} does not match the grader's checks ({'; '.join(parts)})")
-    return Rubric(titles, entries, str(path), hashlib.sha256(raw).hexdigest())
+    return Rubric(titles, entries, str(path), hashlib.sha256(raw).hexdigest(), threshold)
+
+
+def _threshold(spec: object, where: str) -> Threshold:
+    """Read and check a ``threshold = { ... }`` table."""
+    if not isinstance(spec, dict):
+        raise RubricError(f'{where} must be a table such as {{ policy = "ramp", zero_at = 0.6, full_at = 0.7 }}')
+    unknown = sorted(set(spec) - {"policy", "full_at", "zero_at", "straddle"})
+    if unknown:
+        raise RubricError(f"{where} has unknown keys: {', '.join(unknown)} (known: policy, full_at, zero_at, straddle)")
+    default = Threshold()
+    try:
+        threshold = Threshold(
+            policy=str(spec.get("policy", default.policy)),
+            full_at=float(spec.get("full_at", default.full_at)),
+            zero_at=float(spec.get("zero_at", default.zero_at)),
+            straddle=str(spec.get("straddle", default.straddle)),
+        )
+    except (TypeError, ValueError):
+        raise RubricError(f"{where}: full_at and zero_at must be accuracies between 0 and 1") from None
+    if threshold.policy not in POLICIES:
+        raise RubricError(f"{where}: policy must be one of {', '.join(POLICIES)}, not {threshold.policy!r}")
+    if threshold.straddle not in STRADDLE:
+        raise RubricError(f"{where}: straddle must be one of {', '.join(STRADDLE)}, not {threshold.straddle!r}")
+    if not 0 <= threshold.zero_at < threshold.full_at <= 1:
+        raise RubricError(f"{where}: need 0 <= zero_at < full_at <= 1 (accuracies as fractions, 0.7 for 70%)")
+    return threshold

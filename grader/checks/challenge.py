@@ -1,27 +1,42 @@
 """Part V, the open-ended challenge: Question 7, measured by the grader itself.
 
 The student's model (architecture from the notebook, weights from the submitted
-checkpoint) predicts the grader's validation and test images in the worker; the labels
-stay here, where the accuracies and their 95% confidence intervals are computed.
-Without a checkpoint, the worker retrains the model with the student's own training
-code on the grader's 49,000 training images, at most 10 epochs, within a time budget.
+checkpoint) predicts the grader's images in the worker; the labels stay here, where the
+accuracies and their 95% confidence intervals are computed. Without a checkpoint, the
+worker retrains the model with the student's own training code on the grader's 49,000
+training images, at most 10 epochs, within a time budget.
+
+The accuracy that earns points measures generalisation, since CIFAR-10 and its labels are
+public: it is judged on images the student's code did not train on (``evaluation_set``),
+and a model whose accuracy collapses on slightly perturbed copies of those images (a
+lookup table of public images, a memorised training set) earns no accuracy points and is
+flagged for the instructor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
 
 import torch
 
+from .. import data as cifar
 from ..checkpoint import inspect_checkpoint, pick_checkpoint
 from ..engine import CheckFailed, Context
-from . import Outcome, check
+from . import Outcome, check, probe_generator
 
-THRESHOLD = 0.70
 MAX_EPOCHS = 10
 Z95 = 1.959964
+# Perturbed copies of this many evaluation images (class-balanced) are predicted too.
+PERTURBED_IMAGES = 2000
+# How much accuracy an honest model may lose on the perturbed copies. Measured with
+# benchmarks/q7_generalisation.py (run seed 0; README, "How Question 7 is measured"): the typical
+# 10-epoch student model loses 2.8 points, the reference 6.3 (2.6-3.8 and 6.3-7.7 over
+# three seeds); a lookup table of the public images loses 90. 20 points is well over twice the
+# worst honest drop and far above the noise of a drop measured on 2,000 images (about 1 point).
+PERTURBATION_TOLERANCE = 0.20
 
 
 def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -68,15 +83,100 @@ def self_reported_accuracy(ctx: Context) -> float | None:
     return found
 
 
-def _splits(ctx: Context) -> dict:
-    data = ctx.data
-    train_idx, val_idx = data.split()
+def _describe_runs(runs: list[list[int]]) -> str:
+    shown = [f"{a:,}-{b - 1:,}" if b - a > 1 else f"{a:,}" for a, b in runs[:4]]
+    return ", ".join(shown) + (f" and {len(runs) - 4} more ranges" if len(runs) > 4 else "")
+
+
+def _trained_mask(runs: object, size: int) -> torch.Tensor | None:
+    """The training images a loader's index runs cover (a claim from the worker, checked)."""
+    if not isinstance(runs, list):
+        return None
+    mask = torch.zeros(size, dtype=torch.bool)
+    for run in runs:
+        if not (isinstance(run, list) and len(run) == 2 and all(isinstance(v, int) for v in run)):
+            return None
+        start, stop = run
+        if not 0 <= start < stop <= size:
+            return None
+        mask[start:stop] = True
+    return mask
+
+
+def evaluation_set(data: cifar.CIFAR10, *, mode: str, training: dict) -> dict:
+    """The images Question 7 is judged on: ones the student's code did not train on, with a
+    sentence that says why. ``training`` is what the worker found about ``loader_train``.
+
+    Retrained by the grader: the grader's own validation split. The project's template
+    (``assignment_loaders``): the student's validation split, the same one. A torchvision
+    subset (the CS231n layout trains on images 0..48,999): the rest of the training images,
+    where the grader's copy is in the official order and that rest is class-balanced. Anything
+    else, or class-sorted data where the rest would be one class: the test set, which no layout
+    of the homework trains on.
+    """
+    test = {
+        "images": data.test_images,
+        "labels": data.test_labels,
+        "name": "the test set",
+        "short": "test set",
+        "is_test_set": True,
+    }
+    source = training.get("source") if isinstance(training, dict) else None
+    if mode == "retrain":
+        _, val = data.split()
+        return {
+            "images": data.train_images[val],
+            "labels": data.train_labels[val],
+            "name": f"the grader's validation split ({len(val):,} training images, 100 per class)",
+            "short": "validation split",
+            "reason": "the grader retrained your model on the other training images",
+        }
+    num_val = training.get("num_val") if source == "grader split" else None
+    if isinstance(num_val, int) and 0 < num_val <= 10_000 and num_val % len(cifar.CLASSES) == 0:
+        _, val = data.split(num_val)
+        return {
+            "images": data.train_images[val],
+            "labels": data.train_labels[val],
+            "name": f"your validation split ({len(val):,} training images that assignment_loaders holds out)",
+            "short": "validation split",
+            "reason": "your loader_train trains on the other training images",
+        }
+    if source == "torchvision" and training.get("train") is False:
+        _, val = data.split()
+        return {
+            "images": data.train_images[val],
+            "labels": data.train_labels[val],
+            "name": f"the grader's validation split ({len(val):,} training images)",
+            "short": "validation split",
+            "reason": "your loader_train draws the test set, so the test set cannot judge it",
+        }
+    mask = _trained_mask(training.get("runs"), len(data.train_labels)) if source == "torchvision" else None
+    if mask is None:
+        return {
+            **test,
+            "reason": "the grader could not tell which training images your code trains on, "
+            "and no layout of the homework trains on the test set",
+        }
+    held = torch.nonzero(~mask).flatten()
+    trained = _describe_runs(training["runs"])
+    if len(held) == 0:
+        return {**test, "reason": f"your loader_train draws every training image ({trained})"}
+    slice_name = f"training images {_describe_runs(cifar.index_runs(held.tolist()))}"
+    if not data.in_canonical_order:
+        return {
+            **test,
+            "reason": f"your loader_train trains on images {trained} of the official order; the grader's "
+            "copy of CIFAR-10 is in another order (sorted by class), where your validation slice "
+            f"({slice_name}) is not the images you held out",
+        }
+    if len(held) < 100 or not cifar.is_class_balanced(data.train_labels[held]):
+        return {**test, "reason": f"your validation slice ({slice_name}) is too small or not class-balanced"}
     return {
-        "train_idx": train_idx,
-        "val_images": data.train_images[val_idx],
-        "val_labels": data.train_labels[val_idx],
-        "test_images": data.test_images,
-        "test_labels": data.test_labels,
+        "images": data.train_images[held],
+        "labels": data.train_labels[held],
+        "name": f"your validation slice ({slice_name})",
+        "short": "validation slice",
+        "reason": f"your loader_train trains on training images {trained} only",
     }
 
 
@@ -84,6 +184,11 @@ def _accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> dict:
     correct = int((predictions == labels).sum())
     lo, hi = wilson_interval(correct, len(labels))
     return {"accuracy": correct / len(labels), "ci": [lo, hi], "images": len(labels)}
+
+
+def _policy(threshold) -> dict:
+    """The rubric's threshold policy, as recorded in the result."""
+    return {"threshold": threshold.full_at, "threshold_policy": dataclasses.asdict(threshold)}
 
 
 def evaluation(ctx: Context) -> dict:
@@ -94,24 +199,36 @@ def evaluation(ctx: Context) -> dict:
     if not found["found"]:
         raise CheckFailed(found["reason"])
 
-    splits = _splits(ctx)
-    images = torch.cat([splits["val_images"], splits["test_images"]])
+    threshold = ctx.rubric.threshold
     result: dict = {
         "model_type": found["model"]["type"],
         "parameters": found["parameters"],
+        "unusual_state": found.get("unusual_state"),
         "trained_with": found["trained_with"],
         "epochs_requested": found["epochs"],
-        "threshold": THRESHOLD,
+        **_policy(threshold),
         "ci_level": 0.95,
         "ci_method": "Wilson score interval",
         "self_reported": self_reported_accuracy(ctx),
     }
     ctx.shared["challenge"] = result
     picked = pick_checkpoint(ctx.session.submission.files)
+    result["mode"] = "checkpoint" if picked is not None else "retrain"
+    data = ctx.data
+    judged = evaluation_set(data, mode=result["mode"], training=found.get("training_data") or {})
+    result["eval_set"] = {k: judged[k] for k in ("name", "short", "reason")} | {"images": len(judged["labels"])}
+    # Perturbed copies of a class-balanced sample of the judged images, with secret parameters.
+    gen = probe_generator(ctx.run_seed, "Q7.perturbations")
+    sample = cifar.balanced_subset(judged["labels"], PERTURBED_IMAGES, generator=gen)
+    perturbed = cifar.perturb(judged["images"][sample], generator=gen)
+    judged_is_test = judged.get("is_test_set", False)
+    parts = [judged["images"]] + ([] if judged_is_test else [data.test_images]) + [perturbed]
+    images = torch.cat(parts)
+
     if picked is not None:
         name, raw = picked
         info = inspect_checkpoint(name, raw)
-        result.update(mode="checkpoint", checkpoint=name, checkpoint_format=info.format)
+        result.update(checkpoint=name, checkpoint_format=info.format)
         if not info.safe:
             result["problem"] = info.problem
             return result
@@ -122,8 +239,7 @@ def evaluation(ctx: Context) -> dict:
         )
         out = ctx.probe("q7_predict", images=images, **args)
     else:
-        result["mode"] = "retrain"
-        out = _retrain(ctx, splits, result)
+        out = _retrain(ctx, judged, result)
         if out is None:
             return result
         out = ctx.probe("q7_predict", images=images, handle="q7-retrained")
@@ -140,9 +256,17 @@ def evaluation(ctx: Context) -> dict:
                 parts.append(f"{label}: {shown}")
         result["problem"] = "the checkpoint does not fit the model defined in the notebook (" + "; ".join(parts) + ")"
         return result
-    n_val = len(splits["val_labels"])
     preds = out["predictions"]
-    val, test = _accuracy(preds[:n_val], splits["val_labels"]), _accuracy(preds[n_val:], splits["test_labels"])
+    if not isinstance(preds, torch.Tensor) or preds.shape != (len(images),):
+        result["problem"] = "the model's predictions could not be read (one class per image was expected)"
+        return result
+    n_judged, n_test = len(judged["labels"]), 0 if judged_is_test else len(data.test_labels)
+    val = _accuracy(preds[:n_judged], judged["labels"])
+    test = val if judged_is_test else _accuracy(preds[n_judged : n_judged + n_test], data.test_labels)
+    on_perturbed = preds[n_judged + n_test :]
+    labels = judged["labels"][sample]
+    clean = float((preds[:n_judged][sample] == labels).double().mean())
+    shaken = float((on_perturbed == labels).double().mean())
     result.update(
         val_accuracy=val["accuracy"],
         val_ci=val["ci"],
@@ -150,17 +274,26 @@ def evaluation(ctx: Context) -> dict:
         test_accuracy=test["accuracy"],
         test_ci=test["ci"],
         test_images=test["images"],
-        margin=val["accuracy"] - THRESHOLD,
         eval_seconds=out.get("seconds"),
+        perturbed={
+            "images": len(sample),
+            "clean_accuracy": clean,
+            "accuracy": shaken,
+            "drop": clean - shaken,
+            "tolerance": PERTURBATION_TOLERANCE,
+            "collapsed": clean - shaken > PERTURBATION_TOLERANCE,
+        },
     )
+    result["memorisation_flag"] = result["perturbed"]["collapsed"]
     claim = result["self_reported"]
     result["flagged"] = claim is not None and claim > val["ci"][1]
     return result
 
 
-def _retrain(ctx: Context, splits: dict, result: dict) -> dict | None:
+def _retrain(ctx: Context, judged: dict, result: dict) -> dict | None:
+    """Retrain on the grader's training images; ``judged`` is the validation split left out."""
     data = ctx.data
-    train_idx = splits["train_idx"]
+    train_idx, _ = data.split()
     gen = torch.Generator().manual_seed(0)
     holdout = train_idx[torch.randperm(len(train_idx), generator=gen)[:1000]]
     cells = [
@@ -175,13 +308,13 @@ def _retrain(ctx: Context, splits: dict, result: dict) -> dict | None:
         labels=data.train_labels[train_idx],
         holdout_images=data.train_images[holdout],
         holdout_labels=data.train_labels[holdout],
-        eval_images=splits["val_images"],
+        eval_images=judged["images"],
         max_epochs=MAX_EPOCHS,
         budget=budget,
         cells=cells,
     )
     ctx.retrain_seconds += time.monotonic() - started
-    history_acc = [float((p == splits["val_labels"]).double().mean()) for p in out["epoch_predictions"]]
+    history_acc = [float((p == judged["labels"]).double().mean()) for p in out["epoch_predictions"]]
     result.update(
         retrain_mode=out["mode"],
         stopped=out["stopped"],
@@ -214,10 +347,13 @@ def model_found(ctx: Context) -> Outcome:
     found = _describe(ctx)
     if not found["found"]:
         return Outcome(False, found["reason"])
-    return Outcome(
-        True,
-        f"best_model is a {found['model']['type']} with {found['parameters']:,} parameters, trained with {found['trained_with']}",
-    )
+    text = f"best_model is a {found['model']['type']} with {found['parameters']:,} parameters, trained with {found['trained_with']}"
+    unusual = found.get("unusual_state") or {}
+    extra = int(unusual.get("buffer_elements", 0)) + int(unusual.get("attribute_elements", 0))
+    if extra:
+        names = ", ".join(str(n) for n in unusual.get("names", []))
+        text += f"; it also keeps {extra:,} values of state that ordinary layers do not use ({names})"
+    return Outcome(True, text, details={"unusual_state": unusual})
 
 
 @check("Q7", "weights: a safe checkpoint that fits the model, or a completed retrain", timeout=600)
@@ -243,21 +379,48 @@ def weights(ctx: Context) -> Outcome:
     )
 
 
-@check("Q7", "validation accuracy measured by the grader is at least 70%", timeout=600)
+@check("Q7", "accuracy on images your code did not train on reaches the threshold (70% by default)", timeout=600)
 def validation_accuracy(ctx: Context) -> Outcome:
     result = evaluation(ctx)
     if "val_accuracy" not in result:
         raise CheckFailed("no accuracy could be measured: " + result.get("problem", "the model could not be evaluated"))
+    threshold = ctx.rubric.threshold
     lo, hi = result["val_ci"]
+    result.update(_policy(threshold), margin=result["val_accuracy"] - threshold.full_at)
+    result["near_threshold"] = threshold.straddle == "flag" and lo < threshold.full_at <= hi
+    judged, shaken = result["eval_set"], result["perturbed"]
+    line = _pct(threshold.full_at)
     text = (
-        f"validation accuracy {_pct(result['val_accuracy'])} on {result['val_images']:,} images "
-        f"(95% CI {_pct(lo)}-{_pct(hi)}; {'+' if result['margin'] >= 0 else ''}{100 * result['margin']:.1f} points from 70%); "
-        f"test accuracy {_pct(result['test_accuracy'])}"
+        f"accuracy {_pct(result['val_accuracy'])} on {judged['name']}, chosen because {judged['reason']} "
+        f"(95% CI {_pct(lo)}-{_pct(hi)}; {'+' if result['margin'] >= 0 else ''}{100 * result['margin']:.1f} points from {line})"
+    )
+    if judged["short"] != "test set":
+        text += f"; test accuracy {_pct(result['test_accuracy'])}"
+    text += (
+        f"; {_pct(shaken['accuracy'])} on {shaken['images']:,} of them shifted, mirrored, re-encoded or with mild noise "
+        f"({_pct(shaken['clean_accuracy'])} on the same images unchanged)"
     )
     if result.get("self_reported") is not None:
         text += f"; the notebook reported {_pct(result['self_reported'])}"
-    details = {k: result.get(k) for k in ("val_accuracy", "val_ci", "test_accuracy", "test_ci", "margin", "mode")}
-    return Outcome(result["val_accuracy"] >= THRESHOLD, text, details=details)
+    details = {
+        k: result.get(k)
+        for k in ("val_accuracy", "val_ci", "test_accuracy", "test_ci", "margin", "mode", "eval_set", "perturbed")
+    }
+    if shaken["collapsed"]:
+        return Outcome(
+            False,
+            f"no accuracy credit: the accuracy falls by {100 * shaken['drop']:.0f} points on slightly perturbed images, "
+            f"where an ordinary ConvNet loses under {100 * PERTURBATION_TOLERANCE:.0f}: the model recognises the exact "
+            f"pixels of images rather than what they show (memorised or looked up); flagged for the instructor. {text}",
+            fraction=0.0,
+            details=details,
+        )
+    fraction = threshold.fraction(result["val_accuracy"])
+    if threshold.policy == "ramp" and 0 < fraction < 1:
+        text += f"; {100 * fraction:.0f}% of the points on the ramp from {_pct(threshold.zero_at)} to {line}"
+    if result.get("near_threshold"):
+        text += f"; the confidence interval straddles {line}: flagged for a look"
+    return Outcome(result["val_accuracy"] >= threshold.full_at, text, fraction=fraction, details=details)
 
 
 @check("Q7", "training rules: at most 10 epochs, reported accuracy consistent", timeout=600)

@@ -54,7 +54,104 @@ def q7_describe(rt: Runtime) -> dict:
         "trained_with": "train_part34" if epochs else "own code",
         "epochs": [e for e in epochs if isinstance(e, int)],
         "parameters": sum(p.numel() for p in model.parameters()),
+        "unusual_state": unusual_state(model),
+        "training_data": training_data(rt),
     }
+
+
+# Cap on the index runs reported for a loader: a notebook's subset is one or two ranges.
+_MAX_RUNS = 1000
+
+
+def unusual_state(model: nn.Module) -> dict:
+    """The state a model carries besides what ordinary layers use: buffers registered by
+    modules that are not torch.nn's own (torch.nn's are BatchNorm statistics and the like),
+    and tensors, arrays and containers kept as plain attributes. A lookup table of public
+    images lives there; an ordinary ConvNet has none of it."""
+    buffers, attributes, names = 0, 0, []
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        if not type(module).__module__.startswith("torch.nn."):
+            for name, buffer in module.named_buffers(recurse=False):
+                buffers += buffer.numel()
+                names.append(prefix + name)
+        for name, value in vars(module).items():
+            if name.startswith("_") or name == "training":
+                continue
+            size = _size(value)
+            if size:
+                attributes += size
+                names.append(prefix + name)
+    return {"buffer_elements": buffers, "attribute_elements": attributes, "names": names[:8]}
+
+
+def _size(value) -> int:
+    """Elements held by an attribute: a tensor's or array's numel, a container's length."""
+    if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+        return value.numel()
+    if type(value).__name__ == "ndarray":
+        return int(getattr(value, "size", 0))
+    if isinstance(value, (dict, list, tuple, set, frozenset)) and len(value) > 16:
+        return len(value)
+    return 0
+
+
+def training_data(rt: Runtime) -> dict:
+    """Which images the notebook's ``loader_train`` draws: a subset of torchvision's
+    CIFAR-10 (as index runs), or the training part of the grader's split. A claim about
+    the notebook's code, not about how the checkpoint was really trained."""
+    loader = rt.ns.get("loader_train")
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(dataset, runtime.FakeCIFAR10):
+        sampler = getattr(loader, "sampler", None)
+        indices = getattr(sampler, "indices", None)
+        if indices is None:
+            indices = range(len(dataset))  # a plain or shuffled loader draws every image
+        runs = _runs(indices)
+        if runs is None:
+            return {"source": "unknown"}
+        return {"source": "torchvision", "train": bool(dataset.train), "runs": runs}
+    if isinstance(dataset, torch.utils.data.Subset) and isinstance(dataset.dataset, runtime.FakeCIFAR10):
+        runs = _runs(dataset.indices)
+        if runs is None:
+            return {"source": "unknown"}
+        return {"source": "torchvision", "train": bool(dataset.dataset.train), "runs": runs}
+    val = getattr(rt.ns.get("loader_val"), "dataset", None)
+    if _is_grader_split(dataset, val):
+        return {"source": "grader split", "num_val": len(val.labels)}
+    return {"source": "unknown"}
+
+
+def _runs(indices) -> list[list[int]] | None:
+    """A loader's indices as [start, stop) runs, or None if they are not plain integers or
+    fragment into too many runs."""
+    from grader.data import index_runs
+
+    if isinstance(indices, range) and indices.step == 1:
+        return [[indices.start, indices.stop]] if len(indices) else []
+    try:
+        return index_runs((int(i) for i in indices), max_runs=_MAX_RUNS)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_grader_split(train, val) -> bool:
+    """Whether the loaders are ``grader.data.assignment_loaders`` over the stand-in data set
+    the cells saw: the training loader holds the rest of the training images, the validation
+    loader the balanced split."""
+    from grader import data
+
+    if not (isinstance(train, data.LoaderDataset) and isinstance(val, data.LoaderDataset)):
+        return False
+    stand_in = runtime.fake_cifar10_tensors()
+    num_val = len(val.labels)
+    if num_val == 0 or num_val % len(data.CLASSES) or len(train.labels) + num_val != len(stand_in.train_labels):
+        return False
+    try:
+        _, val_index = stand_in.split(num_val)
+    except data.DataError:
+        return False
+    return torch.equal(val.images.cpu(), stand_in.train_images[val_index])
 
 
 def _predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
