@@ -211,10 +211,10 @@ def evaluation(ctx: Context) -> dict:
         "ci_method": "Wilson score interval",
         "self_reported": self_reported_accuracy(ctx),
     }
+    data = ctx.data  # before the result is cached: without the images every check that needs it is skipped
     ctx.shared["challenge"] = result
     picked = pick_checkpoint(ctx.session.submission.files)
     result["mode"] = "checkpoint" if picked is not None else "retrain"
-    data = ctx.data
     judged = evaluation_set(data, mode=result["mode"], training=found.get("training_data") or {})
     result["eval_set"] = {k: judged[k] for k in ("name", "short", "reason")} | {"images": len(judged["labels"])}
     # Perturbed copies of a class-balanced sample of the judged images, with secret parameters.
