@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..engine import CheckFailed, Context
 from . import Outcome, check
 from .compare import PARITY_RTOL, kaiming_std, parity, shape_str
-from .learning import judge_learning, manual_sgd_run
+from .learning import judge_learning, manual_sgd_run, notebook_dtype, substitution_note
 
 PARAM_NAMES = ("conv_w1", "conv_b1", "conv_w2", "conv_b2", "fc_w", "fc_b")
 Q2_SHAPES = ((32, 3, 5, 5), (32,), (16, 32, 3, 3), (16,), (16 * 32 * 32, 10), (10,))
@@ -46,23 +46,59 @@ def output_shape(ctx: Context) -> Outcome:
 
 @check("Q1", "works for any batch size (N = 1, 7, 40)", timeout=30)
 def any_batch_size(ctx: Context) -> Outcome:
-    gen, problems = ctx.rng, []
-    params = _convnet_params(gen, 6, 9, torch.float32)
+    gen, problems, seen = ctx.rng, [], {}
+    channels = 9  # conv_w2's output channels here, as in the notebook's own test (6 and 9)
+    params = _convnet_params(gen, 6, channels, torch.float32)
     for n in (1, 7, 40):
         try:
             found = _found_shape(_call_q1(ctx, torch.randn(n, 3, 32, 32, generator=gen), params))
         except Exception as exc:
             problems.append(f"N={n}: raised {exc}")
+            seen[n] = str(exc)
             continue
         if found != f"({n}, 10)":
             problems.append(f"N={n}: returned {found}, expected ({n}, 10)")
+            seen[n] = found
     if problems:
-        hint = " Is the batch size hard-coded (e.g. view(64, -1))? Read it from x.shape[0]."
         raised = {p.split(": ", 1)[1] for p in problems}
+        hint = _size_hint(seen, channels * 32 * 32)
         if len(problems) == 3 and len(raised) == 1 and next(iter(raised)).startswith("raised"):
-            return Outcome(False, f"for every batch size, three_layer_convnet {next(iter(raised))}")
+            return Outcome(False, f"for every batch size, three_layer_convnet {next(iter(raised))}.{hint}".rstrip("."))
         return Outcome(False, "; ".join(problems) + "." + hint)
     return Outcome(True, "output is (N, 10) for N = 1, 7 and 40")
+
+
+def _size_hint(seen: dict[int, str], per_image: int) -> str:
+    """A hint naming the number that is fixed, read from what actually differed: the
+    shapes returned, or the sizes in PyTorch's view/reshape and matmul errors."""
+    import re
+
+    batch, width = set(), set()
+    for n, text in seen.items():
+        m = re.search(r"shape '\[(-?\d+), (-?\d+)\]' is invalid", text) or re.search(
+            r"shapes cannot be multiplied \((\d+)x(\d+) and", text
+        )
+        if m:
+            rows, cols = int(m.group(1)), int(m.group(2))
+            if rows not in (n, -1):
+                batch.add(rows)
+            elif cols not in (per_image, -1):
+                width.add(cols)
+            continue
+        m = re.match(r"\((\d+), ", text)
+        if m and int(m.group(1)) != n:
+            batch.add(int(m.group(1)))
+    if batch:
+        return f" The batch size seems hard-coded to {', '.join(map(str, sorted(batch)))}: read it from x.shape[0]."
+    if width:
+        fixed = next(iter(width))
+        guess = f" ({fixed // 1024} channels x 32 x 32)" if fixed % 1024 == 0 else ""
+        return (
+            f" The batch size is read correctly, but each image is flattened to {fixed} values{guess}, while this"
+            f" input has {per_image} (9 channels x 32 x 32): is a channel count hard-coded? Flatten with"
+            " flatten(x) or x.view(x.shape[0], -1)."
+        )
+    return ""
 
 
 def _q1_parity(ctx: Context) -> dict:
@@ -233,9 +269,16 @@ def sgd_step(ctx: Context) -> Outcome:
     with gradients the grader chooses (replayed by probes._GradientReplay), so the step
     does not depend on the student's Question 1. Gradients are scaled to each
     parameter's magnitude so that the float32 update is measured precisely."""
-    values = [d.get("value") for d in _q2_params(ctx)]
+    params = _q2_params(ctx)
+    values = [d.get("value") for d in params]
     if any(v is None for v in values):
         raise CheckFailed("every parameter must be a tensor before a step can be taken")
+    dtype = notebook_dtype(ctx.capture("Q2"))
+    if all(tuple(v.shape) == s for v, s in zip(values, Q2_SHAPES)):
+        try:  # the step train_part2 would take starts with a forward pass on a batch of the notebook's dtype
+            ctx.reference.three_layer_convnet(torch.zeros(1, 3, 32, 32, dtype=dtype), values)
+        except RuntimeError as exc:
+            raise CheckFailed(_dtype_crash(params, dtype, exc)) from None
     gen = ctx.rng
     x = torch.randn(5, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (5,), generator=gen)
@@ -274,8 +317,30 @@ def learns(ctx: Context) -> Outcome:
     lr = ctx.capture("Q2").get("learning_rate")
     if any(not d.get("is_tensor") or tuple(d["shape"]) != s for d, s in zip(params, Q2_SHAPES)) or lr is None:
         raise CheckFailed("needs six tensors of the expected shapes and a learning rate")
-    run = manual_sgd_run(ctx, ctx.reference.three_layer_convnet, [d["value"] for d in params], float(lr))
-    return judge_learning(run)
+    dtype = notebook_dtype(ctx.capture("Q2"))
+    try:
+        run = manual_sgd_run(
+            ctx, ctx.reference.three_layer_convnet, [d["value"] for d in params], float(lr), dtype=dtype
+        )
+    except RuntimeError as exc:
+        raise CheckFailed(_dtype_crash(params, dtype, exc)) from None
+    # The specified three_layer_convnet stands in for the student's (Question 1).
+    outcome = judge_learning(run)
+    outcome.message += substitution_note(ctx, {"Q1.forward_parity": "the specified three_layer_convnet (Question 1)"})
+    outcome.details["substituted"] = ["three_layer_convnet: the specification's (graded in Q1)"]
+    return outcome
+
+
+def _dtype_crash(params: list[dict], dtype: torch.dtype, exc: Exception) -> str:
+    """train_part2 casts every batch to the notebook's dtype: a parameter of another
+    dtype makes its first forward pass fail, so the parameters never learn."""
+    name = str(dtype).replace("torch.", "")
+    other = [f"{n} is {d['dtype']}" for n, d in zip(PARAM_NAMES, params) if d.get("dtype") != name]
+    return (
+        f"train_part2 casts every batch to {name} (the notebook's dtype), and with your parameters "
+        f"({', '.join(other) or 'as they are'}) its first step fails: {type(exc).__name__}: {str(exc)[:200]}. "
+        f"Create every parameter as {name}."
+    )
 
 
 @check("Q2", "the provided train_part2 helper updates and zeroes gradients correctly", timeout=60)

@@ -182,6 +182,9 @@ def diff_layers(expected: list[dict], found: list[dict]) -> tuple[list[str], lis
     problems: list[str] = []
     rows: list[dict] = []
     matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    moved = _diff_order(expected, found) if a != b and sorted(a) == sorted(b) else None
+    if moved is not None:
+        return moved
 
     def between(first: int, last: int) -> str:
         """Where the expected layers first..last-1 belong: between their neighbours."""
@@ -223,6 +226,60 @@ def diff_layers(expected: list[dict], found: list[dict]) -> tuple[list[str], lis
                 else:
                     problems.append(f"unexpected {layer_str(found[j])}")
                     rows.append({"expected": "", "found": layer_str(found[j]), "status": "extra"})
+    return problems, rows
+
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
+
+
+def _moves(kinds: list[str], found_kinds: list[str]) -> list[tuple[int, int]]:
+    """Every (j, t) such that moving the found layer at index j to index t gives the
+    expected order of kinds."""
+    moves = []
+    for j in range(len(found_kinds)):
+        rest = found_kinds[:j] + found_kinds[j + 1 :]
+        for t in range(len(kinds)):
+            if t != j and [*rest[:t], found_kinds[j], *rest[t:]] == kinds:
+                moves.append((j, t))
+    return moves
+
+
+def _moved(found: list[dict], j: int, t: int) -> list[dict]:
+    rest = found[:j] + found[j + 1 :]
+    return [*rest[:t], found[j], *rest[t:]]
+
+
+def _diff_order(expected: list[dict], found: list[dict]) -> tuple[list[str], list[dict]] | None:
+    """One layer in the wrong place: say where it is and where it belongs ("Flatten is at
+    position 3; it must come after the second ReLU") rather than calling present layers
+    missing. None when no single move puts the layers in order."""
+    kinds = [normalized_kind(x) for x in expected]
+    moves = _moves(kinds, [normalized_kind(x) for x in found])
+    if not moves:
+        return None
+
+    def differences(move: tuple[int, int]) -> int:  # the move that explains the configs too
+        return sum(bool(_config_differences(e, f)) for e, f in zip(expected, _moved(found, *move)))
+
+    j, t = min(moves, key=differences)
+    if t == 0:
+        place = "it must come first"
+    else:
+        nth = kinds[:t].count(kinds[t - 1])
+        place = f"it must come after the {_ORDINALS[nth - 1] if nth <= len(_ORDINALS) else f'{nth}th'} {kinds[t - 1]}"
+    problems = [f"{kinds[t]} is at position {j + 1}; {place}"]
+    for e, f in zip(expected, _moved(found, j, t)):
+        diffs = _config_differences(e, f)
+        if diffs and normalized_kind(e) != "Flatten":
+            problems.append(f"{_short(f)} has " + ", ".join(diffs))
+    rows = [
+        {
+            "expected": layer_str(e),
+            "found": layer_str(f),
+            "status": "same" if normalized_kind(e) == normalized_kind(f) else "moved",
+        }
+        for e, f in zip(expected, found)
+    ]
     return problems, rows
 
 

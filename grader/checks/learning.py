@@ -73,10 +73,20 @@ def _logits(fn, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([fn(x[i : i + 500]) for i in range(0, len(x), 500)])
 
 
-def manual_sgd_run(ctx, model_fn, params: list[torch.Tensor], lr: float) -> LearnRun:
-    """Q2's training rule (w -= lr * grad) with the reference forward pass."""
+def notebook_dtype(capture: dict) -> torch.dtype:
+    """The dtype the notebook's training helpers cast every batch to (its global
+    ``dtype``; float32 as in the template when it is not a floating dtype)."""
+    found = getattr(torch, str(capture.get("dtype") or ""), None)
+    return found if isinstance(found, torch.dtype) and found.is_floating_point else torch.float32
+
+
+def manual_sgd_run(ctx, model_fn, params: list[torch.Tensor], lr: float, *, dtype=torch.float32) -> LearnRun:
+    """Q2's training rule (w -= lr * grad) with the reference forward pass, on batches
+    cast to ``dtype`` as train_part2 casts them and with the parameters' own dtypes, so
+    that a dtype mismatch fails here as it fails in the notebook."""
     x, y, ex, ey = learning_data(ctx)
-    ws = [p.detach().float().clone().requires_grad_(True) for p in params]
+    x, ex = x.to(dtype), ex.to(dtype)
+    ws = [p.detach().clone().requires_grad_(True) for p in params]
     before = _logits(lambda b: model_fn(b, ws), ex)
     for i in range(0, len(x), BATCH_SIZE):
         loss = F.cross_entropy(model_fn(x[i : i + BATCH_SIZE], ws), y[i : i + BATCH_SIZE])
@@ -108,6 +118,16 @@ def worker_run(ctx, question: str) -> LearnRun:
     x, y, ex, ey = learning_data(ctx)
     out = ctx.probe("learn", target={"question": question}, x=x, y=y, batch_size=BATCH_SIZE, eval_x=ex)
     return from_logits(out["before"], out["after"], ey, out["steps"])
+
+
+def substitution_note(ctx, substituted: dict[str, str]) -> str:
+    """Learning checks run on the specification's version of what earlier questions
+    grade (one mistake costs points once, on its own question). ``substituted`` maps
+    the earlier check whose part was replaced to a description of that part; the note
+    names those whose check failed, since only there did the substitution change anything."""
+    failed = {c.id for c in ctx.result.checks if c.status != "passed"}
+    named = [what for check_id, what in substituted.items() if check_id in failed]
+    return f" (run with {' and '.join(named)}; that mistake is graded there)" if named else ""
 
 
 def judge_learning(run: LearnRun) -> Outcome:

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import CheckFailed, Context
+from ..sandbox import StudentError
 from . import Outcome, check, spec
 from .compare import PARITY_RTOL, kaiming_std, layer_str, map_state, parity
-from .learning import judge_learning, module_run, worker_run
+from .learning import judge_learning, module_run, notebook_dtype, substitution_note, worker_run
 from .verify import answer_key_present, reported_weights_drive_outputs
 
 SPEC_ARGS = (3, 32, 16, 10)
@@ -106,8 +107,29 @@ def judge_forward(runs: list[dict]) -> Outcome:
             "with identical weights the scores differ from the reference: " + "; ".join(problems),
             details=details,
         )
+    # train_part34 trains in training mode, and the specified network has no layer that
+    # behaves differently there: the same scores are expected in both modes.
+    training = []
+    for run in runs:
+        out = run["student"].get("output_train")
+        if out is None:
+            continue
+        p = parity(out["value"], run["output"], rtol=PARITY_RTOL) if out.get("is_tensor") else None
+        details["train_mode_rel_err"] = max(details.get("train_mode_rel_err", 0.0), p.rel if p else math.inf)
+        if p is None or not p.ok:
+            training.append(f"N={run['n']}: " + (p.describe() if p else f"output is a {out.get('type')}"))
+    if training:
+        return Outcome(
+            False,
+            "the scores match the reference in eval mode but differ in training mode (model.train(), as "
+            "train_part34 runs it): " + "; ".join(training) + ". Is a layer active only in training mode "
+            "(Dropout, BatchNorm) used? The specified network has none.",
+            details=details,
+        )
     return Outcome(
-        True, f"with identical weights the scores match the reference (relative error {worst:.2g})", details=details
+        True,
+        f"with identical weights the scores match the reference in eval and training mode (relative error {worst:.2g})",
+        details=details,
     )
 
 
@@ -268,7 +290,7 @@ def gradient_parity(ctx: Context) -> Outcome:
 def optimizer_settings(ctx: Context, question: str, required: dict[str, float | bool]) -> Outcome:
     """The captured optimizer is torch.optim.SGD with exactly these settings and updates
     every parameter of the captured model."""
-    capture = ctx.capture(question)
+    capture = complete_capture(ctx, question)
     opt = capture["optimizer"]
     wanted = ", ".join(f"{k}={v}" for k, v in required.items())
     if not opt.get("is_optimizer"):
@@ -311,12 +333,14 @@ def optimizer_settings(ctx: Context, question: str, required: dict[str, float | 
 def optimizer_steps(ctx: Context, question: str, settings: dict) -> Outcome:
     """Two steps of the captured optimizer with grader-chosen gradients equal two steps
     of torch.optim.SGD with the required settings (two, so momentum shows)."""
-    capture = ctx.capture(question)
-    if not capture["model"].get("is_module"):
-        raise CheckFailed("the captured model is not an nn.Module")
+    capture = complete_capture(ctx, question)
+    if not capture["optimizer"].get("is_optimizer"):
+        raise CheckFailed(f"optimizer is a {capture['optimizer'].get('type')}, not a torch.optim optimizer")
     gen = ctx.rng
     state = capture["state"]
     names = capture["model"]["param_names"]
+    if not names:
+        raise CheckFailed("the model has no parameters to step" + _no_parameters_hint(capture))
     grads = [{n: torch.randn(state[n].shape, generator=gen) for n in names} for _ in range(2)]
     out = ctx.probe("optimizer_steps", question=question, grads=grads)
     params = {n: out["before"][n].clone().requires_grad_(True) for n in names}
@@ -370,26 +394,101 @@ def _rebuild_optimizer(opt: dict, model: torch.nn.Module) -> torch.optim.Optimiz
 
 def learning(ctx: Context, question: str, reference: torch.nn.Module, layers: list[dict]) -> Outcome:
     """Train briefly from the student's starting weights and optimizer. When the model
-    has the specified layers, the reference forward pass is used (so a bug in another
-    question's code cannot fail this one); otherwise the student's own model trains in
-    the worker."""
-    capture = ctx.capture(question)
+    has the specified layers, the reference forward pass is used, and for Question 5 a
+    weight left as the student's constructor made it is redrawn with the specified
+    initialisation when that constructor's initialisation is wrong: a mistake of
+    Question 3 or 4 costs points there only. Otherwise (other layers, or parameters of
+    a dtype other than the notebook's, which its train_part34 would feed), the
+    student's own model trains in the worker on batches of the notebook's dtype."""
+    capture = complete_capture(ctx, question)
     model = capture["model"]
-    if not model.get("is_module"):
-        raise CheckFailed(f"the captured model is a {model.get('type')}, not an nn.Module")
     _ = ctx.data  # without the images this check is skipped, before any work
+    dtype = notebook_dtype(capture)
+    same_dtype = all(t.dtype == dtype for t in capture["state"].values() if t.is_floating_point())
     layers_match = same_layers(layers, model["leaves"])[0]
     mapping = (
         map_state(dict(reference.state_dict()), {n: list(t.shape) for n, t in capture["state"].items()})
-        if layers_match
+        if layers_match and same_dtype and dtype == torch.float32
         else None
     )
     if mapping is not None:
-        reference.load_state_dict({r: capture["state"][s].float() for s, r in mapping.items()})
+        state, redrawn = dict(capture["state"]), []
+        if question == "Q5":
+            state, redrawn = _specified_init(ctx, model, state)
+        reference.load_state_dict({r: state[s].float() for s, r in mapping.items()})
         rebuilt = _rebuild_optimizer(capture["optimizer"], reference)
         if rebuilt is not None:
-            return judge_learning(module_run(ctx, reference, rebuilt))
-    return judge_learning(worker_run(ctx, question))
+            outcome = judge_learning(module_run(ctx, reference, rebuilt))
+            substituted = ["forward pass: the specification's (graded in Q4)"] if question == "Q5" else []
+            if redrawn:
+                substituted.append(f"initialisation of {', '.join(redrawn)}: Kaiming normal (graded in Q3)")
+                outcome.message += (
+                    f" (run with the specified Kaiming normal initialisation of {', '.join(redrawn)} in place of your"
+                    " constructor's; that mistake is graded in Q3)"
+                )
+            elif question == "Q5":
+                outcome.message += substitution_note(ctx, {"Q4.forward_parity": "the specified forward pass (Q4)"})
+            outcome.details["substituted"] = substituted
+            return outcome
+    try:
+        run = worker_run(ctx, question)
+    except StudentError as exc:
+        info = exc.info
+        odd = sorted({str(t.dtype).replace("torch.", "") for t in capture["state"].values() if t.dtype != dtype})
+        hint = f" The model's parameters are {', '.join(odd)}: was .double() (or .half()) called on it?" if odd else ""
+        name = str(dtype).replace("torch.", "")
+        raise CheckFailed(
+            f"training it as train_part34 does (batches cast to {name}, the notebook's dtype) fails: "
+            f"{info.get('type')}: {info.get('message')}{ctx.where(info)}.{hint}",
+            {"error": info},
+        ) from None
+    return judge_learning(run)
+
+
+def _specified_init(ctx: Context, model: dict, state: dict) -> tuple[dict, list[str]]:
+    """The captured weights, with each one the student's constructor initialised wrongly
+    (and that the Question 5 cell left as it was) redrawn as Kaiming normal."""
+    if model.get("type") != "ThreeLayerConvNet":
+        return state, []
+    try:
+        built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS), seed=0)["state"]
+    except CheckFailed:
+        return state, []
+    gen = torch.Generator().manual_seed(0)
+    redrawn = []
+    for leaf in _layers_with_params(model["leaves"]):
+        name = f"{leaf['path']}.weight" if leaf["path"] else "weight"
+        found, made = state.get(name), built.get(name)
+        if found is None or made is None or found.shape != made.shape or found.numel() < 2:
+            continue
+        fan_in = math.prod(found.shape[1:])
+        untouched = abs(found.double().std().item() / max(made.double().std().item(), 1e-12) - 1) < 0.1
+        if untouched and not kaiming_std(name, made, fan_in).ok:
+            state[name] = torch.randn(found.shape, generator=gen) * math.sqrt(2.0 / fan_in)
+            redrawn.append(name)
+    return state, redrawn
+
+
+def complete_capture(ctx: Context, question: str) -> dict:
+    """The question's capture, refused when its cell raised before calling the training
+    helper: what the cell left behind (the previous model or optimizer, a None) is not
+    the answer, and the error is the real mistake."""
+    capture = ctx.capture(question)
+    if capture.get("kind") == "cell_end" and ctx.cell_error(question):
+        raise CheckFailed(ctx.missing_capture_message(question) + _no_parameters_hint(capture))
+    if not capture["model"].get("is_module"):
+        raise CheckFailed(f"the captured model is a {capture['model'].get('type')}, not an nn.Module")
+    return capture
+
+
+def _no_parameters_hint(capture: dict) -> str:
+    model = capture.get("model", {})
+    if model.get("is_module") and not model.get("param_names"):
+        return (
+            ". The model has no parameters: layers kept in a plain Python list or dict are not registered;"
+            " use nn.ModuleList, nn.Sequential or attributes"
+        )
+    return ""
 
 
 # -- Question 5 -----------------------------------------------------------------------------
@@ -399,10 +498,8 @@ Q5_SGD = {"lr": 3e-3, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "
 
 @check("Q5", "the model is ThreeLayerConvNet(3, 32, 16, 10)", timeout=30)
 def model(ctx: Context) -> Outcome:
-    capture = ctx.capture("Q5")
+    capture = complete_capture(ctx, "Q5")
     found = capture["model"]
-    if not found.get("is_module"):
-        return Outcome(False, f"model is a {found.get('type')}, not an nn.Module")
     spec_ok, problems = same_layers(spec.three_layer_convnet(*SPEC_ARGS), found["leaves"])
     own_ok = False
     with contextlib.suppress(CheckFailed):  # their class may not build; the spec still counts

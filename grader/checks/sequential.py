@@ -3,10 +3,10 @@ with SGD (lr 1e-2, momentum 0.9, Nesterov)."""
 
 from __future__ import annotations
 
-from ..engine import CheckFailed, Context
+from ..engine import Context
 from . import Outcome, check, spec
 from .compare import diff_layers
-from .module_api import judge_forward, judge_gradients, learning, optimizer_settings, parity_run
+from .module_api import complete_capture, judge_forward, judge_gradients, learning, optimizer_settings, parity_run
 from .verify import answer_key_present
 
 Q6_SGD = {"lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "dampening": 0.0}
@@ -18,10 +18,7 @@ def _spec(ctx: Context):
 
 
 def _captured_model(ctx: Context) -> dict:
-    found = ctx.capture("Q6")["model"]
-    if not found.get("is_module"):
-        raise CheckFailed(f"model is a {found.get('type')}, not an nn.Module")
-    return found
+    return complete_capture(ctx, "Q6")["model"]
 
 
 @check("Q6", "architecture matches the specification layer by layer", timeout=30)

@@ -209,6 +209,8 @@ def describe_capture(rt: Runtime, *, question: str) -> dict:
         out["learning_rate"] = lr if isinstance(lr, (int, float)) else None
         fn = objects.get("model_fn")
         out["model_fn"] = getattr(fn, "__name__", None)
+    dtype = rt.ns.get("dtype")
+    out["dtype"] = str(dtype).replace("torch.", "") if isinstance(dtype, torch.dtype) else None
     if "model" in objects:
         out["model"] = describe_module(objects["model"])
         out["optimizer"] = describe_optimizer(objects.get("optimizer"), objects["model"])
@@ -264,13 +266,20 @@ def module_forward_backward(
     rt: Runtime, *, target: dict, state: dict, x: torch.Tensor, upstream: torch.Tensor | None
 ) -> dict:
     """Load ``state`` into a float64 copy of the target module, run it on ``x`` in eval
-    mode and, with ``upstream``, return the gradients of the input and every parameter."""
+    mode and, with ``upstream``, return the gradients of the input and every parameter.
+    ``output_train`` is the same forward pass in training mode (what ``train_part34``
+    runs), from a fixed random state: a layer active only in training mode shows there."""
     model = copy.deepcopy(_target_model(rt, target)).double().eval()
     model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
     x = x.clone().requires_grad_(upstream is not None)
     with rt.globals_bound():
         output = model(x)
-    result: dict[str, Any] = {"output": describe_tensor(output)}
+        model.train()
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(0)
+            output_train = model(x.detach())
+        model.eval()
+    result: dict[str, Any] = {"output": describe_tensor(output), "output_train": describe_tensor(output_train)}
     if upstream is not None:
         if not isinstance(output, torch.Tensor) or output.shape != upstream.shape:
             raise ValueError(f"cannot backpropagate: {_what(result['output'], upstream)}")
@@ -421,12 +430,17 @@ def learn(
 ) -> dict:
     """Train a copy of the captured model with a copy of its optimizer on the given
     images (the grader's loop, the student's model and optimizer); return the logits on
-    ``eval_x`` before and after, so the grader can judge them with labels it keeps."""
+    ``eval_x`` before and after, so the grader can judge them with labels it keeps.
+    The images are cast to the notebook's ``dtype``, as its ``train_part34`` does: a
+    model whose parameters have another dtype fails here as it would there."""
     capture = rt.capture_for(target["question"])
     if capture is None:
         raise LookupError(f"nothing was captured for {target['question']}")
     model, optimizer = copy.deepcopy((capture.objects["model"], capture.objects["optimizer"]))
     rt.reseed(0)
+    dtype = rt.ns.get("dtype")
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        x, eval_x = x.to(dtype), eval_x.to(dtype)
 
     def logits() -> torch.Tensor:
         model.eval()
