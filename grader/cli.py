@@ -137,6 +137,11 @@ def _grading_parser() -> argparse.ArgumentParser:
         help="grade even where no sandbox (Linux namespaces) is available: student code then runs as you, "
         "with your network and files; only for submissions you trust",
     )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="--self-check only: retrain Question 7 when no best_model.pt is beside the notebook (takes minutes)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_check:
         from .selfcheck import self_check
 
-        return self_check(args.self_check, data=args.data, cache_dir=args.cache_dir)
+        return self_check(args.self_check, data=args.data, cache_dir=args.cache_dir, retrain=args.retrain)
     if args.submissions is None:
         parser.error("give a folder of submissions (or --self-check FILE); see grade --help")
     return _grade(args)

@@ -212,6 +212,7 @@ class Context:
         self._constructed: dict[tuple, Any] = {}
         self.shared: dict[str, Any] = {}  # values one check computes and another reuses
         self.retrain_seconds = 0.0  # retraining Question 7 has its own budget (Limits.train_seconds)
+        self.retrain = True  # False: Question 7 without a checkpoint is not checked (the self-check)
 
     # -- for checks --------------------------------------------------------------------
 
@@ -286,8 +287,8 @@ class Context:
             params = [torch.ones(s) * 0.01 for s in ((2, 3, 5, 5), (2,), (2, 2, 3, 3), (2,), (2 * 32 * 32, 10), (10,))]
             try:
                 out = self.probe("call_function", name="three_layer_convnet", args=[x, params])["output"]
-            except StudentError:
-                out = {}
+            except StudentError as exc:  # a wrong answer that raises is still an answer
+                out = {"is_tensor": exc.info.get("type") not in ("NotImplementedError", "LookupError")}
             answered = out.get("is_tensor", False)
         elif question == "Q2":
             answered = any(p.get("is_tensor") for p in self.capture(question).get("params", []))
@@ -427,6 +428,7 @@ def grade_submission(
     isolate: bool | None = None,
     visible_only: bool = False,
     questions: set[str] | None = None,
+    retrain: bool = True,
 ) -> SubmissionResult:
     """Grade one submission (a file or folder at ``path``, or an already loaded
     ``submission``) and return its result; a bad submission never raises.
@@ -434,6 +436,7 @@ def grade_submission(
     ``data_loader`` is a callable returning the grader's CIFAR10 data, or None when
     checks that need the images must be skipped. ``run_seed`` chooses the secret probe
     inputs (random when None). ``visible_only`` runs only the checks students may see.
+    ``retrain=False`` leaves Question 7 unchecked when no checkpoint was submitted.
     """
     started = time.monotonic()
     rubric = rubric or load_rubric()
@@ -467,6 +470,7 @@ def grade_submission(
             if session.worker:
                 result.notes.append(f"sandbox: {session.worker.sandbox()}")
             ctx = Context(session=session, run_seed=run_seed, data_loader=data_loader, results=result, rubric=rubric)
+            ctx.retrain = retrain
             for spec in specs:
                 entry = rubric.entries[spec.id]
                 if session.time_left() <= 0:

@@ -22,7 +22,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from .render import summary
-from .results import QUESTIONS, STATUSES, CellRun, CheckResult, SubmissionResult, cell_labels, where
+from .results import QUESTIONS, STATUSES, CellRun, CheckResult, SubmissionResult, cell_labels, question_ranges, where
 
 TEMPLATES = Path(__file__).parent / "templates"
 OUTPUT_EXCERPT_CHARS = 4000  # of a cell's stdout or stderr; training logs can be long
@@ -548,6 +548,7 @@ def submission_view(result: SubmissionResult, *, student_view: bool) -> dict:
     shown = [c for c in result.checks if not (student_view and c.visibility == "hidden")]
     hidden = [c for c in result.checks if c.visibility == "hidden"]
     questions = []
+    unanswered = result.unanswered()
     for q in result.questions():
         checks = [c for c in shown if c.question == q.id]
         q_hidden = [c for c in hidden if c.question == q.id]
@@ -566,6 +567,7 @@ def submission_view(result: SubmissionResult, *, student_view: bool) -> dict:
                 "total": len(checks),
                 "hidden_count": len(q_hidden),
                 "hidden_points": fmt_points(sum(c.max_score for c in q_hidden)),
+                "unanswered": q.id in unanswered,
                 "checks": [
                     {
                         "id": c.id,
@@ -619,6 +621,7 @@ def submission_view(result: SubmissionResult, *, student_view: bool) -> dict:
         "hidden_points": fmt_points(round(sum(c.max_score for c in hidden), 4)),
         "questions": questions,
         "notes": result.notes,
+        "unanswered": question_ranges(unanswered) if unanswered else "",
         "cells": cells,
         "failing_cells": [c for c in cells if c["status"] not in ("ok", "skipped")],
         "challenge": challenge_view(result.challenge),

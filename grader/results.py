@@ -108,6 +108,20 @@ class SubmissionResult:
             )
         return out
 
+    def unanswered(self) -> list[str]:
+        """Questions not answered yet: no check passed, and a cell of the question
+        raised the template's NotImplementedError or a check said the answer is missing.
+        Feedback groups them in one line so that the real failures stand out."""
+        out = []
+        for q in QUESTIONS:
+            checks = [c for c in self.checks if c.question == q]
+            if not checks or any(c.status == "passed" for c in checks):
+                continue
+            raised = any(q in r.questions and (r.error or {}).get("type") == "NotImplementedError" for r in self.cells)
+            if raised or any("not answered yet" in c.message for c in checks):
+                out.append(q)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -132,6 +146,18 @@ def where(error: dict, labels: dict[int, str]) -> str:
     if label is None:
         return ""
     return label + (f", line {error['line']}" if error.get("line") else "")
+
+
+def question_ranges(questions: list[str]) -> str:
+    """["Q2", "Q3", "Q4", "Q6"] -> "Q2-Q4, Q6"."""
+    numbers = sorted(int(q[1:]) for q in questions)
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"Q{r[0]}" if len(r) == 1 else f"Q{r[0]}-Q{r[-1]}" for r in runs)
 
 
 # -- Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/)
@@ -207,6 +233,8 @@ def summary_markdown(result: SubmissionResult, lines: list[str]) -> str:
         )
     else:
         parts.append(f"**Score: {points} points.**")
+    if result.unanswered():
+        parts.append(f"{question_ranges(result.unanswered())} not answered yet.")
     for a in result.adjustments:  # the late penalty and hand overrides, with their reasons
         what = "Late penalty" if a.get("kind") == "late" else "Adjusted by your instructor"
         parts.append(f"{what}: {a.get('points', 0):+g} points ({md_text(a.get('reason', ''))}).")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from .results import SubmissionResult, cell_labels
+from .results import SubmissionResult, cell_labels, question_ranges
 from .rubric import Rubric, load_rubric
 
 # What the hidden checks cover, in general terms, for the closing paragraph.
@@ -57,9 +57,29 @@ def _history_submission(sources: list[str]):
     )
 
 
-def _checkpoint_beside() -> dict[str, bytes]:
-    path = Path("best_model.pt")
-    return {path.name: path.read_bytes()} if path.is_file() else {}
+def _checkpoint_beside(folder: Path = Path(".")) -> dict[str, bytes]:
+    """The Question 7 checkpoint saved in the notebook's folder (best_model.pt, or
+    another preferred name), which a student's notebook writes beside itself."""
+    from .checkpoint import PREFERRED_NAMES
+    from .submission import MAX_COMPANION_BYTES
+
+    for name in PREFERRED_NAMES:
+        path = folder / name
+        if path.is_file() and not path.is_symlink() and path.stat().st_size <= MAX_COMPANION_BYTES:
+            return {path.name: path.read_bytes()}
+    return {}
+
+
+def _file_submission(path: Path):
+    """The notebook or module at ``path``, with the checkpoint beside it when the
+    submission itself names none (a lone file's own pairing comes first)."""
+    from .checkpoint import pick_checkpoint
+    from .submission import load_submission
+
+    submission = load_submission(path)
+    if path.is_file() and pick_checkpoint(submission.files) is None:
+        submission.files.update(_checkpoint_beside(path.parent))
+    return submission
 
 
 def _data_loader(data: str | None, cache_dir: str | None):
@@ -82,25 +102,31 @@ def render(result: SubmissionResult, rubric: Rubric) -> tuple[str, bool]:
         lines += [f"  Could not check this submission: {result.reason}", ""]
         return "\n".join(lines), False
     ok = True
+    unanswered = result.unanswered()
     for q in result.questions():
         checks = [c for c in result.checks if c.question == q.id]
         failing = [c for c in checks if c.status in FAILING]
         skipped = [c for c in checks if c.status == "skipped"]
         ok &= not failing
-        if failing:
+        if q.id in unanswered:
+            verdict = "not answered yet"
+        elif failing:
             verdict = f"FAIL  {len(failing)} of {len(checks)} checks"
         elif skipped and len(skipped) == len(checks):
             verdict = "skipped"
         else:
             verdict = "pass" + (f" ({len(skipped)} skipped)" if skipped else "")
         lines.append(f"  {q.id}  {q.title[:46]:<46} {q.score:>5g}/{q.max_score:<4g} {verdict}")
-    problems = [c for c in result.checks if c.status in FAILING]
+    problems = [c for c in result.checks if c.status in FAILING and c.question not in unanswered]
     if problems:
         lines += ["", "What to fix:"]
         for c in problems:
             lines.append(f"  {c.question}  {c.title}")
             lines.append(f"      {c.message}")
-    skipped = [c for c in result.checks if c.status == "skipped"]
+    if unanswered:
+        points = sum(c.max_score for c in result.checks if c.question in unanswered)
+        lines += ["", f"Not answered yet: {question_ranges(unanswered)} ({points:g} points)."]
+    skipped = [c for c in result.checks if c.status == "skipped" and c.question not in unanswered]
     if skipped:
         lines += ["", "Not checked:"]
         lines += [f"  {c.question}  {c.title}: {c.message}" for c in skipped]
@@ -136,11 +162,14 @@ def self_check(
     cache_dir: str | None = None,
     rubric: str | Path | None = None,
     stream: TextIO | None = None,
+    retrain: bool = False,
 ) -> int:
     """Run the public checks on a notebook or module (or, inside Jupyter with no path,
     on the cells this notebook has run), print what to fix, and return 0 if every
-    public check passed, 1 otherwise."""
+    public check passed, 1 otherwise. Question 7 is measured from the checkpoint beside
+    the notebook; without one it is retrained only with ``retrain=True`` (minutes)."""
     from .engine import grade_submission
+    from .submission import InvalidSubmission
 
     stream = stream or sys.stdout
     loaded = load_rubric(rubric)
@@ -154,11 +183,20 @@ def self_check(
         if history is None:
             print("self-check: give the notebook or module to check, e.g. grade --self-check hw05.ipynb", file=stream)
             return 2
-        result = grade_submission(
-            submission=_history_submission(history), rubric=loaded, data_loader=loader, visible_only=True
-        )
+        submission = _history_submission(history)
     else:
-        result = grade_submission(path=Path(path), rubric=loaded, data_loader=loader, visible_only=True)
+        try:
+            submission = _file_submission(Path(path))
+        except InvalidSubmission:
+            submission = None  # graded from the path, which records why it is invalid
+    result = grade_submission(
+        path=Path(path) if submission is None else None,
+        submission=submission,
+        rubric=loaded,
+        data_loader=loader,
+        visible_only=True,
+        retrain=retrain,
+    )
     text, ok = render(result, loaded)
     print(text, file=stream)
     return 0 if ok else 1

@@ -199,6 +199,12 @@ def evaluation(ctx: Context) -> dict:
     if not found["found"]:
         raise CheckFailed(found["reason"])
 
+    if not ctx.retrain and pick_checkpoint(ctx.session.submission.files) is None:
+        raise CheckFailed(
+            "not checked: no checkpoint (best_model.pt) was found beside the notebook, and the self-check does not"
+            " retrain Question 7 (that takes minutes; add --retrain to do it)",
+            status="skipped",
+        )
     threshold = ctx.rubric.threshold
     result: dict = {
         "model_type": found["model"]["type"],
