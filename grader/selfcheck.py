@@ -130,7 +130,11 @@ def render(result: SubmissionResult, rubric: Rubric) -> tuple[str, bool]:
     if skipped:
         lines += ["", "Not checked:"]
         lines += [f"  {c.question}  {c.title}: {c.message}" for c in skipped]
-    broken = [r for r in result.cells if r.status != "ok" and r.error]
+    broken = [  # the template's "not answered yet" errors are already summed up above
+        r
+        for r in result.cells
+        if r.status != "ok" and r.error and not (unanswered and "not answered yet" in str(r.error.get("message")))
+    ]
     if broken:
         labels = cell_labels(result)
         lines += ["", "Cells that raised an error:"]

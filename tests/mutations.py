@@ -17,6 +17,8 @@ class Mutation:
     form: str = "ipynb"  # submitted as a notebook or as a module
     failing: tuple[str, ...] = ()  # check ids that must fail
     says: tuple[str, ...] = field(default=())  # phrases the failing messages must contain
+    never_says: tuple[str, ...] = ()  # phrases no message of the question may contain
+    passing: tuple[str, ...] = ()  # check ids that must pass (a mistake costs points once)
 
 
 def edit(old: str, new: str) -> tuple[str, str]:
@@ -343,6 +345,139 @@ BUGS = [
         "Q2",
         (edit("                w.grad.zero_()\n", ""),),
         failing=("Q2.train_part2_helper",),
+    ),
+]
+
+# Knock-on effects, training mode, dtype and messages: each bug still costs points on its
+# own question only, in the mode the student's code runs, with a message naming it.
+BUGS += [
+    # Q3 -> Q5: Q5's learning check must not train with Q3's wrong initialisation.
+    Mutation(
+        "q3-kaiming-fan-out-knock-on-q5",
+        "Q3",
+        (
+            edit(
+                Q3_INIT,
+                Q3_INIT.replace("kaiming_normal_(layer.weight)", 'kaiming_normal_(layer.weight, mode="fan_out")'),
+            ),
+        ),
+        failing=("Q3.kaiming_init",),
+        passing=("Q5.learns",),
+    ),
+    # Q4 -> Q5: a forward pass that cuts the graph would stop Q5's model from learning.
+    Mutation(
+        "q4-scores-detached-knock-on-q5",
+        "Q4",
+        (edit(Q4_BODY, Q4_BODY.replace("scores = self.fc(flatten(x))", "scores = self.fc(flatten(x)).detach()")),),
+        failing=("Q4.gradient_parity",),
+        passing=("Q5.learns", "Q5.optimizer_step"),
+    ),
+    # Q1 -> Q2: Q2's learning check runs the specified three_layer_convnet.
+    Mutation(
+        "q1-scores-detached-knock-on-q2",
+        "Q1",
+        (edit(Q1_FC, "    scores = (flatten(x).mm(fc_w) + fc_b).detach()\n"),),
+        form="py",
+        failing=("Q1.gradient_parity",),
+        passing=("Q2.learns", "Q2.sgd_step"),
+    ),
+    # Training mode: dropout active only in model.train() changes what train_part34 trains.
+    Mutation(
+        "q4-dropout-in-training-mode-only",
+        "Q4",
+        (
+            edit(
+                Q4_BODY,
+                Q4_BODY.replace(
+                    "x = F.relu(self.conv2(x))", "x = F.dropout(F.relu(self.conv2(x)), p=0.5, training=self.training)"
+                ),
+            ),
+        ),
+        failing=("Q4.forward_parity",),
+        says=("training mode",),
+        passing=("Q4.output_shape",),
+    ),
+    Mutation(
+        "q6-dropout-before-the-linear-layer",
+        "Q6",
+        (edit(Q6_SEQ, Q6_SEQ.replace("    Flatten(),\n", "    Flatten(),\n    nn.Dropout(0.5),\n")),),
+        form="py",
+        failing=("Q6.architecture", "Q6.parity"),
+        says=("unexpected Dropout", "training mode"),
+    ),
+    # Dtype: the student's own training helpers cast batches to float32.
+    Mutation(
+        "q5-model-converted-to-double",
+        "Q5",
+        (edit(Q5_MODEL, Q5_MODEL + "model = model.double()\n"),),
+        failing=("Q5.learns",),
+        says=("float32", "float64", ".double()"),
+    ),
+    Mutation(
+        "q2-fc-w-float64",
+        "Q2",
+        (
+            edit(
+                "fc_w = random_weight((channel_2 * 32 * 32, 10))",
+                "fc_w = random_weight((channel_2 * 32 * 32, 10)).double().detach().requires_grad_()",
+            ),
+        ),
+        failing=("Q2.shapes", "Q2.sgd_step", "Q2.learns"),
+        says=("fc_w is float64",),
+    ),
+    # Messages derived from what actually differs.
+    Mutation(
+        "q1-channel-count-hard-coded",
+        "Q1",
+        (edit(Q1_FC, "    scores = x.view(x.shape[0], 16 * 32 * 32).mm(fc_w) + fc_b\n"),),
+        failing=("Q1.any_batch_size",),
+        says=("channel count hard-coded", "16 channels"),
+        never_says=("batch size seems hard-coded",),
+    ),
+    Mutation(
+        "q6-flatten-before-the-second-conv",
+        "Q6",
+        (
+            edit(
+                Q6_SEQ,
+                Q6_SEQ.replace("    Flatten(),\n", "").replace(
+                    "    nn.ReLU(),\n    nn.Conv2d(channel_1", "    nn.ReLU(),\n    Flatten(),\n    nn.Conv2d(channel_1"
+                ),
+            ),
+        ),
+        failing=("Q6.architecture",),
+        says=("Flatten is at position 3; it must come after the second ReLU",),
+        never_says=("missing",),
+    ),
+    Mutation(
+        "q5-layers-in-a-plain-list",
+        "Q5",
+        (
+            edit(
+                Q5_MODEL,
+                "class ListNet(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.layers = [nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.Conv2d(32, 16, 3, padding=1),"
+                " nn.ReLU(), nn.Flatten(), nn.Linear(16 * 32 * 32, 10)]\n\n"
+                "    def forward(self, x):\n"
+                "        for layer in self.layers:\n"
+                "            x = layer(x)\n"
+                "        return x\n\n\n"
+                "model = ListNet()\n",
+            ),
+        ),
+        failing=("Q5.model", "Q5.optimizer", "Q5.optimizer_step", "Q5.learns"),
+        says=("optimizer got an empty parameter list", "nn.ModuleList"),
+        never_says=("lr=0.01", "internal grader error"),
+    ),
+    Mutation(
+        "q1-raises-name-error",
+        "Q1",
+        (edit(Q1_FC, "    scores = flatten(x).mm(fc_w) + fc_bias\n"),),
+        failing=("Q1.output_shape", "Q1.forward_parity"),
+        says=("NameError",),
+        passing=("Q1.flatten_helper",),
     ),
 ]
 

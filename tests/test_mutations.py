@@ -68,3 +68,19 @@ def test_points_are_lost_on_the_right_question_only(graded, mutation):
     messages = " ".join(by_id[c].message for c in mutation.failing)
     for phrase in mutation.says:
         assert phrase in messages, messages
+    for check_id in mutation.passing:
+        assert by_id[check_id].status == "passed", f"{check_id}: {by_id[check_id].message}"
+    own = " ".join(c.message for c in result.checks if c.question == mutation.question)
+    for phrase in mutation.never_says:
+        assert phrase not in own, own
+
+
+def test_no_check_ends_in_an_internal_grader_error(graded):
+    """A student's bug is reported as the student's; an internal error is a grader bug."""
+    internal = [
+        f"{name} {c.id}: {c.message}"
+        for name, result in graded.items()
+        for c in result.checks
+        if "internal grader error" in c.message
+    ]
+    assert not internal, internal

@@ -50,6 +50,10 @@ def _q6_parity(ctx: Context) -> list[dict]:
 
 @check("Q6", "forward and backward match the reference with identical weights", timeout=60)
 def parity(ctx: Context) -> Outcome:
+    """A structural mistake (a missing ReLU) fails this check as well as ``architecture``,
+    by design: the architecture is what the question asks for, and the function it
+    computes is what training sees; the rubric weighs the two (see README, "One mistake,
+    one question"). Mistakes never cost points outside their own question."""
     runs = _q6_parity(ctx)
     forward, backward = judge_forward(runs), judge_gradients(runs)
     if forward.passed and backward.passed:
