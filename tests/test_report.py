@@ -12,10 +12,11 @@ from grader.report import (
     excerpt,
     histogram,
     line_chart,
+    render_submission,
     write_class_summary,
     write_submission_reports,
 )
-from grader.results import CellRun, CheckResult, SubmissionResult
+from grader.results import CellRun, CheckResult, SubmissionResult, gradescope
 
 XSS = "<script>alert(1)</script>"
 HIDDEN_MARKER = "HIDDEN-FINDING-7f3a"  # only in hidden checks' messages and details
@@ -495,3 +496,23 @@ def test_no_external_urls(tmp_path):
         assert "url(" not in html and "@import" not in html, name
         assert "<link" not in html, name
         assert not re.search(r"<script[^>]+src", html), name
+
+
+def test_unanswered_questions_are_grouped_so_the_real_failure_stands_out(tmp_path):
+    result = sample_result(strength=3)
+    result.checks = [c for c in result.checks if c.question in ("Q1", "Q2")]
+    result.checks += [
+        check(
+            "Q5.model", "failed", 3, "train_part34(model, optimizer) was never called: Question 5 is not answered yet"
+        ),
+        check("Q6.architecture", "failed", 5, "Question 6 is not answered yet"),
+        check("Q7.model_found", "failed", 2, "no Question 7 model"),
+    ]
+    result.cells.append(
+        CellRun(7, "cell 8", ["Q7"], "error", "", "", {"type": "NotImplementedError", "message": "not answered yet"})
+    )
+    assert result.unanswered() == ["Q5", "Q6", "Q7"]
+    assert "Q5-Q7 not answered yet" in gradescope(result)["output"]
+    html = render_submission(result, student_view=True)
+    assert "Q5-Q7 not answered yet." in html
+    assert html.count("Not answered yet: its") == 3
