@@ -11,6 +11,9 @@ import pytest
 from grader.assign import render_script, script_to_notebook
 from grader.batch import grade_batch
 
+# Grading the whole corpus at once takes ~15 min on a shared 2-core machine: beyond the default per-test limit.
+pytestmark = pytest.mark.timeout(2400)
+
 QUESTIONS = ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6"]
 ALL = mutations.BUGS + mutations.CORRECT
 
