@@ -143,8 +143,10 @@ def _scrubbed_env(threads: int, gpu: bool = False) -> dict[str, str]:
     }
     if gpu:  # only retraining a Question 7 model uses it; the grader's own choice of devices stands
         env.pop("CUDA_VISIBLE_DEVICES")
-        if "CUDA_VISIBLE_DEVICES" in os.environ:
-            env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        # The driver's libraries are often found only through these (containers, clusters).
+        for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"):
+            if name in os.environ:
+                env[name] = os.environ[name]
     return env
 
 

@@ -861,3 +861,19 @@ def test_a_result_the_wire_cannot_carry_is_an_error_reply(worker):
         worker.call("call_function", timeout=10, name="returns_complex", args=[torch.ones(2)])
     assert info.value.info["type"] == "WireError"
     assert worker.call("ping", timeout=5) == {"pong": True}
+
+
+def test_a_gpu_worker_limits_written_memory_not_address_space():
+    """CUDA reserves far more address space than a 16 GiB limit allows (its device count
+    then fails "out of memory"), so a GPU worker is limited by RLIMIT_DATA instead."""
+    script = (
+        "import resource, sys; from grader.worker.__main__ import limit_resources; "
+        "limit_resources(1 << 34, gpu=sys.argv[1] == 'gpu'); "
+        "print(resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_DATA)[0])"
+    )
+    import resource
+
+    unlimited = resource.RLIM_INFINITY  # as the test runs here: neither limit set
+    for mode, expected in (("gpu", (unlimited, 1 << 34)), ("cpu", (1 << 34, unlimited))):
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+        assert tuple(int(v) for v in done.stdout.split()) == expected, done.stdout + done.stderr

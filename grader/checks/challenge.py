@@ -327,6 +327,7 @@ def _retrain(ctx: Context, judged: dict, result: dict) -> dict | None:
         over_budget=out["stopped"] == "budget",
         epochs=round(out["epochs_completed"], 2),
         train_seconds=out["train_seconds"],
+        device=out.get("device") if isinstance(out.get("device"), str) else None,
         history={
             "epoch": list(range(1, len(history_acc) + 1)),
             "train_loss": out["train_loss"],
@@ -381,7 +382,8 @@ def weights(ctx: Context) -> Outcome:
         )
     return Outcome(
         True,
-        f"no checkpoint was submitted: the grader retrained the model with your code ({result['epochs']} epochs, {result['train_seconds']:.0f} s)",
+        f"no checkpoint was submitted: the grader retrained the model with your code ({result['epochs']} epochs, {result['train_seconds']:.0f} s"
+        + (f" on {'the GPU' if result.get('device') == 'cuda' else 'the CPU'})" if result.get("device") else ")"),
     )
 
 

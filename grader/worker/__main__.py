@@ -63,6 +63,8 @@ def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool, scra
     if gpu:
         devices += [os.path.join("/dev", n) for n in os.listdir("/dev") if n.startswith("nvidia")]
         devices.append("/sys")
+        # The GPU driver's libraries, where the machine points at them (read-only like the rest).
+        devices += [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p.startswith("/")]
     for path in [*SYSTEM_DIRS, *ETC_FILES, *devices, *expose]:
         if not os.path.lexists(path):
             continue
@@ -151,7 +153,7 @@ def drop_privileges(uid: int | None = None) -> None:
         raise OSError(ctypes.get_errno(), "cannot drop capabilities")
 
 
-def limit_resources(memory_bytes: int) -> None:
+def limit_resources(memory_bytes: int, *, gpu: bool = False) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Output written to files is capped; a write beyond it fails instead of filling RAM.
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
@@ -159,7 +161,11 @@ def limit_resources(memory_bytes: int) -> None:
     # to an unprivileged uid (see sandbox.WORKER_UID), so a fork bomb stops here.
     resource.setrlimit(resource.RLIMIT_NPROC, (1024, 1024))
     if memory_bytes:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        # CUDA reserves far more address space than it uses (cudaGetDeviceCount fails
+        # "out of memory" under a 16 GiB RLIMIT_AS): a GPU worker's limit counts the
+        # memory it writes to (RLIMIT_DATA) instead of its address space.
+        limit = resource.RLIMIT_DATA if gpu else resource.RLIMIT_AS
+        resource.setrlimit(limit, (memory_bytes, memory_bytes))
 
 
 def _setup() -> dict:
@@ -209,7 +215,7 @@ def main() -> None:
         if args.isolate:
             build_root(args.private, expose=runtime_paths(), hide=args.hide, gpu=args.gpu, scratch=args.scratch)
             drop_privileges(args.uid)
-        limit_resources(args.memory - (args.scratch if args.isolate else 0))
+        limit_resources(args.memory - (args.scratch if args.isolate else 0), gpu=args.gpu)
         workdir = tempfile.mkdtemp(prefix="submission-", dir="/tmp" if args.isolate else args.private)
         os.chdir(workdir)
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir

@@ -371,6 +371,8 @@ def q7_retrain(
             with contextlib.suppress(LookupError):
                 rt.handles["q7-retrained"] = q7_model(rt) if not captures else captures[0].objects["model"]
     meter.finish(rt.handles.get("q7-retrained"))
+    trained = rt.handles.get("q7-retrained")
+    device = next(trained.parameters(), torch.empty(0)).device.type if isinstance(trained, torch.nn.Module) else None
     losses = [sum(v) / len(v) if v else None for v in meter.losses[: len(meter.epoch_predictions)]]
     return {
         "stopped": meter.stopped,
@@ -383,4 +385,5 @@ def q7_retrain(
         "train_loss": losses,
         "mode": "train_part34" if captures else "own code",
         "ready": "q7-retrained" in rt.handles,
+        "device": device,  # where the model's weights ended up: "cuda" when the GPU was used
     }
