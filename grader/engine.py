@@ -60,9 +60,19 @@ class StudentSession:
     """
 
     def __init__(
-        self, submission: Submission, *, limits: Limits, hide: list[Path], private_root: Path, isolate: bool | None
+        self,
+        submission: Submission,
+        *,
+        limits: Limits,
+        hide: list[Path],
+        private_root: Path,
+        isolate: bool | None,
+        skip: set[str] | None = None,
     ):
         self.submission = submission
+        # Cells that only answer questions outside the run are not executed (the
+        # Question 7 training when --questions leaves it out).
+        self.cells = [c for c in submission.cells if not (c.questions and set(c.questions) <= (skip or set()))]
         self.limits = limits
         self.hide = hide
         self.private_root = private_root
@@ -87,7 +97,7 @@ class StudentSession:
     def run_cells(self) -> list[CellRun]:
         """Run every cell once, recording how each went."""
         self._replay(record=True)
-        return [self.runs[c.index] for c in self.submission.cells if c.index in self.runs]
+        return [self.runs[c.index] for c in self.cells if c.index in self.runs]
 
     def _replay(self, *, record: bool) -> None:
         """Start a worker and run the cells in it. A cell that kills or hangs the worker
@@ -95,7 +105,7 @@ class StudentSession:
         while True:
             self.worker = self._start()
             try:
-                for cell in self.submission.cells:
+                for cell in self.cells:
                     if cell.index not in self.poison:
                         run = self._run_cell(cell)
                         if record or cell.index not in self.runs:
@@ -104,7 +114,7 @@ class StudentSession:
             except WorkerError:
                 self.worker.close()
                 self.restarts += 1
-                if self.restarts > len(self.submission.cells) + 3:
+                if self.restarts > len(self.cells) + 3:
                     raise
 
     def _run_cell(self, cell) -> CellRun:
@@ -122,6 +132,7 @@ class StudentSession:
                 stderr=str(out.get("stderr", ""))[:cap],
                 error=error,
                 duration=time.monotonic() - started,
+                ran_after_error=[tuple(x) for x in out.get("ran_after_error", []) if isinstance(x, (list, tuple))][:1000],
             )
 
         left = self.time_left()
@@ -135,6 +146,7 @@ class StudentSession:
                 index=cell.index,
                 source=cell.source,
                 question=cell.questions[0] if cell.questions else None,
+                questions=list(cell.questions),
                 line_offset=cell.line_offset,
             )
         except StudentError as exc:  # the worker could not even describe the failure
@@ -244,10 +256,22 @@ class Context:
         """What the question's cell handed to training; CheckFailed if nothing was."""
         if question not in self._captures:
             self._captures[question] = self.probe("describe_capture", question=question)
+            self._note_repeats(question, self._captures[question])
         found = self._captures[question]
         if not found.get("found"):
             raise CheckFailed(self.missing_capture_message(question))
         return found
+
+    def _note_repeats(self, question: str, found: dict) -> None:
+        """A question answered more than once (a cell re-run with other settings): the
+        last one is graded, and the report says so."""
+        cells = found.get("cells") if isinstance(found.get("cells"), list) else []
+        if len(cells) > 1:
+            labels = {c.index: c.label for c in self.session.submission.cells}
+            where = ", ".join(labels.get(c, f"cell {c}") for c in cells[:10] if isinstance(c, int))
+            self.result.notes.append(
+                f"{question} was handed to training {len(cells)} times ({where}); the last one is graded"
+            )
 
     def construct(self, name: str, args: list, *, seed: int = 0, install: dict | None = None) -> dict:
         """Instantiate a student class in the worker (cached); CheckFailed if it fails.
@@ -310,15 +334,35 @@ class Context:
     def missing_capture_message(self, question: str) -> str:
         cells = [r for r in self.result.cells if question in r.questions]
         what = {
-            "Q2": "train_part2(three_layer_convnet, params, learning_rate) was never called from the Question 2 cell",
-            "Q5": "train_part34(model, optimizer) was never called from the Question 5 cell",
-            "Q6": "train_part34(model, optimizer) was never called from the Question 6 cell",
-            "Q7": "no model was handed to training in the Question 7 cell",
+            "Q2": "train_part2(three_layer_convnet, params, learning_rate) was never called",
+            "Q5": "train_part34(model, optimizer) was never called with a ThreeLayerConvNet model",
+            "Q6": "train_part34(model, optimizer) was never called with an nn.Sequential of convolutions",
+            "Q7": "no model was handed to training for Question 7 and best_model is not a model",
         }.get(question, f"nothing was captured for {question}")
         if not cells:
-            return f"{what} (no cell of the submission was recognised as {question})"
+            return what
         problem = self.cell_error(question)
         return f"{what}: {problem}" if problem else what
+
+
+def module_stop_notes(name: str, runs: list[CellRun]) -> list[str]:
+    """Where ``python name`` would have stopped, and what ran on: a module is run like a
+    notebook of statements, so later questions are graded after an error at top level."""
+    for k, run in enumerate(runs):
+        if run.status in ("ok", "skipped") or not run.error:
+            continue
+        line = run.error.get("line")
+        at = f"{run.label}" + (f", line {line}" if line and run.status != "syntax-error" else "")
+        what = f"{run.error.get('type')}: {str(run.error.get('message'))[:200]}"
+        later = [r for r in runs[k + 1 :] if r.status != "crashed"]
+        ran_on = len(run.ran_after_error) + len(later)
+        if not ran_on:
+            return [f"python {name} would have stopped at {at} ({what})"]
+        return [
+            f"python {name} would have stopped at {at} ({what}); the grader ran the {ran_on} statement(s)"
+            " after it anyway, to grade the later questions"
+        ]
+    return []
 
 
 def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
@@ -464,11 +508,16 @@ def grade_submission(
         result.notes.append("no cell was recognised as an answer to Q1-Q7; names and markers did not match")
 
     with tempfile.TemporaryDirectory(prefix="grader-") as private:
+        skip = {"Q7"} - set(questions) if questions is not None else set()
         session = StudentSession(
-            submission, limits=limits, hide=list(hide or []), private_root=Path(private), isolate=isolate
+            submission, limits=limits, hide=list(hide or []), private_root=Path(private), isolate=isolate, skip=skip
         )
+        if len(session.cells) < len(submission.cells):
+            result.notes.append("the Question 7 code was not run: Question 7 is not among the graded questions")
         try:
             result.cells = session.run_cells()
+            if submission.kind == "module":
+                result.notes.extend(module_stop_notes(submission.path.name, result.cells))
             if session.worker:
                 result.notes.append(f"sandbox: {session.worker.sandbox()}")
             ctx = Context(session=session, run_seed=run_seed, data_loader=data_loader, results=result, rubric=rubric)

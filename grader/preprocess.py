@@ -169,15 +169,31 @@ def _from_metadata(cell: Cell) -> list[str]:
 
 
 def _from_content(source: str) -> list[str]:
-    """Recognise the answer cells of the CS231n-style layout by what they contain."""
+    """Recognise the answer cells of the CS231n-style layout by what they contain; a
+    cell merged from several answers gets each of their questions."""
+    found = set()
     if re.search(r"^\s*def\s+three_layer_convnet\s*\(", source, re.M):
-        return ["Q1"]
+        found.add("Q1")
     if re.search(r"^\s*class\s+ThreeLayerConvNet\b", source, re.M):
-        return ["Q3", "Q4"]
+        found.update(("Q3", "Q4"))
     if re.search(r"train_part2\s*\(\s*three_layer_convnet", source) or re.search(r"^conv_w1\s*=", source, re.M):
-        return ["Q2"]
-    if re.search(r"^\s*best_model\s*=", source, re.M):
-        return ["Q7"]
+        found.add("Q2")
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
+    if re.search(r"\bbest_model\b", code):  # sets, trains or saves the Question 7 model
+        found.add("Q7")
+    # Each train_part34 call, with the code since the previous one, is one answer.
+    pieces = re.split(r"(?<=\))\n", source)
+    segment = ""
+    for piece in pieces:
+        segment += piece + "\n"
+        if re.search(r"train_part34\s*\(", piece):
+            found.update(_training_call(segment))
+            segment = ""
+    return [q for q in QUESTIONS if q in found]
+
+
+def _training_call(source: str) -> list[str]:
+    """Which question a piece of code ending in a train_part34 call answers."""
     calls = re.findall(r"train_part34\s*\(([^)]*)\)", source)
     if not calls:
         return []
@@ -226,34 +242,90 @@ def prepare(cells: list[Cell]) -> list[Cell]:
 
 # -- modules: cells from a .py file ------------------------------------------------------------
 
-_CELL_MARK = re.compile(r"^# %%")
+# Cell separators of the exports students hand in: jupytext/VS Code/Spyder percent cells
+# (``# %%``) and ``jupyter nbconvert --to script`` prompts (``# In[3]:``, ``# In[ ]:``).
+_CELL_MARK = re.compile(r"^# %%|^# In\[[ \d]*\]:\s*$")
+_COMMENT_OR_BLANK = re.compile(r"^\s*(#.*)?$")
 
 
 def module_cells(text: str) -> list[Cell]:
-    """Split a module into cells at ``# %%`` lines (the percent format the template
-    uses); a module without them is split into its top-level statements, so that one
-    failing statement does not take the rest with it."""
+    """Split a module into cells: at its cell markers where it has them (percent cells,
+    nbconvert prompts), else into its top-level statements (a Colab download, a plain
+    module), so that one failing statement does not take the rest with it. A statement
+    keeps the comments just above it (``# >>> Question 2`` tags it); markdown exported
+    as comments after a cell's code is not part of the cell."""
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if _CELL_MARK.match(line)]
     if starts:
-        bounds = list(zip([0, *starts], [*starts, len(lines)]))
+        bounds = [_without_trailing_markdown(lines, a, b) for a, b in zip([0, *starts], [*starts, len(lines)])]
     else:
-        try:
-            tree = ast.parse(text)
-        except SyntaxError:
-            bounds = [(0, len(lines))]
-        else:
-            bounds = []
-            for node in tree.body:
-                first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
-                if bounds and first < bounds[-1][1]:  # shares a line with the previous statement
-                    bounds[-1] = (bounds[-1][0], max(bounds[-1][1], node.end_lineno))
-                else:
-                    bounds.append((first, node.end_lineno))
+        bounds = _statement_bounds(lines)
     cells = []
     for n, (a, b) in enumerate(bounds):
         chunk = "\n".join(lines[a:b])
-        if not chunk.strip() or lines[a].startswith("# %% [markdown]"):
+        if lines[a].startswith("# %% [markdown]") or all(_COMMENT_OR_BLANK.match(line) for line in lines[a:b]):
             continue
         cells.append(Cell(index=n, source=chunk, label=f"lines {a + 1}-{b}", line_offset=a))
     return cells
+
+
+def _without_trailing_markdown(lines: list[str], a: int, b: int) -> tuple[int, int]:
+    """nbconvert writes a markdown cell as comment lines after two blank lines: a block of
+    comments closing a cell after a blank line is markdown, not the cell's code."""
+    end = b
+    while end > a and not lines[end - 1].strip():
+        end -= 1
+    k = end
+    while k > a and lines[k - 1].lstrip().startswith("#") and not _CELL_MARK.match(lines[k - 1]):
+        k -= 1
+    if a < k < end and not lines[k - 1].strip():
+        return a, k
+    return a, b
+
+
+# Lines at the margin that continue the statement above rather than start one.
+_CONTINUES = re.compile(r"[)\]}#]|(else|elif|except|finally)\b")
+
+
+def _statement_bounds(lines: list[str]) -> list[tuple[int, int]]:
+    """(first, end) line ranges of the top-level statements, each with the comments just
+    above it. A part that does not parse (a student's syntax error) becomes a chunk of
+    its own and the statements after it are still found."""
+    heads = [i for i, line in enumerate(lines) if line[:1].strip() and not _CONTINUES.match(line)]
+    bounds: list[tuple[int, int]] = []
+    i = 0
+    while i < len(heads):
+        a = heads[i]
+        for j in range(i + 1, min(len(heads), i + 200) + 1):
+            b = heads[j] if j < len(heads) else len(lines)
+            try:
+                tree = ast.parse("\n".join(lines[a:b]))
+            except SyntaxError:
+                continue
+            bounds.extend(_statements_in(tree, a))
+            i = j
+            break
+        else:  # nothing parses from here: this line starts a chunk that reports the error
+            b = heads[i + 1] if i + 1 < len(heads) else len(lines)
+            bounds.append((a, b))
+            i += 1
+    # each chunk takes the comment lines just above it
+    out = []
+    for k, (a, b) in enumerate(bounds):
+        floor = out[-1][1] if out else 0
+        while a > floor and lines[a - 1].lstrip().startswith("#"):
+            a -= 1
+        out.append((a, b))
+    return out
+
+
+def _statements_in(tree: ast.Module, offset: int) -> list[tuple[int, int]]:
+    bounds: list[tuple[int, int]] = []
+    for node in tree.body:
+        first = offset + min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+        last = offset + node.end_lineno
+        if bounds and first < bounds[-1][1]:  # shares a line with the previous statement
+            bounds[-1] = (bounds[-1][0], max(bounds[-1][1], last))
+        else:
+            bounds.append((first, last))
+    return bounds

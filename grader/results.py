@@ -39,6 +39,7 @@ class CellRun:
     stderr: str = ""
     error: dict[str, Any] | None = None
     duration: float = 0.0
+    ran_after_error: list = field(default_factory=list)  # (first, last) lines run after its error
 
 
 @dataclass

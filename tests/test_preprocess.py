@@ -3,6 +3,7 @@ answers which question (our template, visible markers, CS231n metadata names, co
 rules for every CS231n edition), splitting modules, and refusing unreadable inputs with
 a reason a person can act on."""
 
+import ast
 import json
 
 import cs231n_style
@@ -363,8 +364,7 @@ def test_module_cells_split_at_percent_markers():
         (0, "lines 1-1", 0, []),
         (1, "lines 2-3", 1, []),
         (3, "lines 6-9", 5, ["Q1"]),
-        (4, "lines 10-11", 9, []),  # only the marker line: harmless
-        (5, "lines 12-13", 11, []),
+        (5, "lines 12-13", 11, []),  # lines 10-11, only a marker, are no cell
     ]
     lines = text.splitlines()
     for cell in cells:
@@ -395,21 +395,47 @@ def test_module_cells_split_by_top_level_statements():
     cells = module_cells(text)
     assert [(c.label, c.line_offset) for c in cells] == [
         ("lines 1-1", 0),
-        ("lines 4-8", 3),
+        ("lines 3-8", 2),  # a statement keeps the comments just above it
         ("lines 10-12", 9),
         ("lines 13-14", 12),
         ("lines 15-18", 14),
     ]
-    assert cells[1].source.startswith("@decorator\n@other(1,\n       2)\ndef f():")
+    assert cells[1].source.startswith("# a comment between statements\n@decorator\n@other(1,\n       2)\ndef f():")
     for cell in cells:
         assert compiles(cell.source)
 
 
-def test_module_with_a_syntax_error_is_one_cell():
-    text = "import torch\n\ndef f(:\n    pass\n\nx = 1\n"
+def test_a_syntax_error_in_a_module_takes_only_its_own_statement():
+    text = "import torch\n\ndef f(:\n    pass\n\nx = 1\nif x:\n    y = (\nelse:\n    y = 2\nz = 3\n"
     cells = module_cells(text)
-    assert len(cells) == 1
-    assert cells[0].source == text.rstrip("\n") and cells[0].label == "lines 1-6" and cells[0].line_offset == 0
+    assert [(c.label, c.line_offset) for c in cells] == [
+        ("lines 1-1", 0),
+        ("lines 3-5", 2),  # does not parse: reported as the syntax error it is
+        ("lines 6-6", 5),
+        ("lines 7-10", 6),  # else: continues the if above
+        ("lines 11-11", 10),
+    ]
+    def parses(source):
+        try:
+            return bool(ast.parse(source))
+        except SyntaxError:
+            return False
+
+    assert [parses(c.source) for c in cells] == [True, False, True, False, True]
+
+
+def test_nbconvert_prompts_split_cells_and_markdown_comments_are_left_out():
+    text = (
+        "#!/usr/bin/env python\n# coding: utf-8\n\n# # Title\n# \n# prose\n\n"
+        "# In[3]:\n\n\nx = 1  # keep me\n# a comment of the cell\n\n\n# ## Question 2: prose\n\n"
+        "# In[ ]:\n\n\ny = 2\n"
+    )
+    cells = module_cells(text)
+    assert [c.source.strip() for c in cells] == [
+        "# In[3]:\n\n\nx = 1  # keep me\n# a comment of the cell",
+        "# In[ ]:\n\n\ny = 2",
+    ]
+    assert [c.label for c in cells] == ["lines 8-14", "lines 17-20"]
 
 
 def test_empty_module_has_no_cells():

@@ -46,7 +46,7 @@ def q7_describe(rt: Runtime) -> dict:
         model = q7_model(rt)
     except LookupError as exc:
         return {"found": False, "reason": str(exc)}
-    captures = [c for c in rt.captures if c.question == "Q7"]
+    captures = rt.captures_for("Q7")
     epochs = [c.objects.get("epochs") for c in captures if c.kind == "train_part34"]
     return {
         "found": True,
@@ -339,7 +339,7 @@ def q7_retrain(
     validation images, without labels, predicted at each epoch's end."""
     rt.reseed(seed)
     meter = TrainingMeter(epoch_images=len(images), max_epochs=max_epochs, budget=budget, eval_images=eval_images)
-    captures = [c for c in rt.captures if c.question == "Q7" and c.kind == "train_part34"]
+    captures = [c for c in rt.captures_for("Q7") if c.kind == "train_part34"]
     error = None
     with runtime.real_data(rt, images, labels, holdout_images, holdout_labels) as bound, meter.installed():
         try:

@@ -202,6 +202,8 @@ def describe_capture(rt: Runtime, *, question: str) -> dict:
         return {"found": False}
     objects = capture.objects
     out: dict[str, Any] = {"found": True, "kind": capture.kind, "cell": capture.cell}
+    # every cell that answered the question (the last one is graded), once per distinct call
+    out["cells"] = [c.cell for c in rt.captures_for(question) if c.kind != "cell_end"]
     if "params" in objects:
         params = objects["params"]
         out["params"] = [describe_tensor(p) for p in params] if isinstance(params, list) else []

@@ -12,6 +12,7 @@ expected values and imports nothing from the grader but the wire format. Its job
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import importlib.abc
@@ -26,6 +27,7 @@ import signal
 import sys
 import traceback
 import types
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,12 +101,22 @@ class CappedText(io.TextIOBase):
 
 @dataclass
 class Capture:
-    """What a cell handed to training (or left defined when it ended)."""
+    """What a cell handed to training (or left defined when it ended).
+
+    ``question`` is the cell's label (from metadata, markers or content: it depends on
+    the layout); ``meaning`` is what the handed objects are, whatever the layout:
+    "Q2" (three_layer_convnet's parameters), "Q5" (a ThreeLayerConvNet), "sequential"
+    (an nn.Sequential with convolutions), "example" (the notebook's own two-layer
+    demonstrations) or "other". ``attribute`` decides from both which one a question grades.
+    """
 
     question: str | None
     cell: int
     kind: str  # "train_part2", "train_part34" or "cell_end"
+    cell_questions: tuple[str, ...] = ()  # every question the cell was recognised as
     objects: dict[str, Any] = field(default_factory=dict)
+    meaning: str | None = None
+    model_ref: Any = None  # a weak reference to the model handed over (the objects hold a copy)
 
 
 def error_info(exc: BaseException, *, limit_chars: int = 6000) -> dict:
@@ -126,6 +138,24 @@ def error_info(exc: BaseException, *, limit_chars: int = 6000) -> dict:
 
 
 _WORKER_DIR = __file__.rsplit("/", 1)[0]
+
+
+def _statements(source: str, filename: str) -> list[tuple[tuple[int, int], types.CodeType]]:
+    """The cell's top-level statements, each compiled on its own with its line numbers
+    kept ((first, last) line, code); SyntaxError if the cell does not parse."""
+    tree = ast.parse(source, filename)
+    if not tree.body:
+        return []
+    flags = 0
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            for alias in node.names:  # a future import applies to the rest of the cell
+                feature = getattr(__import__("__future__"), alias.name, None)
+                flags |= getattr(feature, "compiler_flag", 0)
+        module = ast.Module(body=[node], type_ignores=[])
+        out.append(((node.lineno, node.end_lineno), compile(module, filename, "exec", flags=flags)))
+    return out
 _CELL_FILE = re.compile(r"<cell (\d+)>")
 
 
@@ -304,6 +334,7 @@ class Runtime:
         self.student_helpers: dict[str, Any] = {}
         self.handles: dict[str, Any] = {}
         self.current: tuple[int, str | None] = (-1, None)
+        self.current_questions: tuple[str, ...] = ()
         self._install_intercepts()
         self.reseed(seed)
 
@@ -360,6 +391,10 @@ class Runtime:
         }
 
     def _capture(self, kind: str, objects: dict, snapshot: bool = False) -> None:
+        meaning = self._meaning(kind, objects)
+        model_ref = None
+        with contextlib.suppress(TypeError):
+            model_ref = weakref.ref(objects["model"]) if isinstance(objects.get("model"), torch.nn.Module) else None
         if snapshot:
             # Later cells may keep training or mutating the same objects: keep the state
             # they had when handed to training. Model and optimizer are copied together so
@@ -367,7 +402,40 @@ class Runtime:
             with contextlib.suppress(Exception):
                 objects["model"], objects["optimizer"] = copy.deepcopy((objects["model"], objects["optimizer"]))
         cell, question = self.current
-        self.captures.append(Capture(question=question, cell=cell, kind=kind, objects=objects))
+        self.captures.append(
+            Capture(
+                question=question,
+                cell=cell,
+                kind=kind,
+                objects=objects,
+                cell_questions=self.current_questions,
+                meaning=meaning,
+                model_ref=model_ref,
+            )
+        )
+
+    def _meaning(self, kind: str, objects: dict) -> str | None:
+        """What the objects handed to training are, read from the objects themselves."""
+        if kind == "train_part2":
+            fn = objects.get("model_fn")
+            name = getattr(fn, "__name__", None)
+            if fn is self.ns.get("three_layer_convnet") or name == "three_layer_convnet":
+                return "Q2"
+            return "example" if name == "two_layer_fc" else None
+        model = objects.get("model")
+        if not isinstance(model, torch.nn.Module):
+            return None
+        cls = self.ns.get("ThreeLayerConvNet")
+        if (isinstance(cls, type) and isinstance(model, cls)) or type(model).__name__ == "ThreeLayerConvNet":
+            return "Q5"
+        layers = list(model.modules())
+        if isinstance(model, torch.nn.Sequential) and any(isinstance(m, torch.nn.Conv2d) for m in layers):
+            return "sequential"
+        if type(model).__name__ == "TwoLayerFC" or (
+            isinstance(model, torch.nn.Sequential) and not any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in layers)
+        ):
+            return "example"
+        return "other"
 
     def _swap_helpers(self) -> None:
         for name in TRAINING_HELPERS:
@@ -384,6 +452,7 @@ class Runtime:
         index: int,
         source: str,
         question: str | None = None,
+        questions: list[str] | None = None,
         line_offset: int = 0,
         timeout: float | None = None,
     ) -> dict:
@@ -393,29 +462,47 @@ class Runtime:
         linecache.cache[filename] = (len(padded), None, padded.splitlines(True), filename)
         out, err = CappedText(self.output_cap), CappedText(self.output_cap)
         self.current = (index, question)
+        self.current_questions = tuple(questions or ([question] if question else []))
         before = {k: id(v) for k, v in self.ns.items()}
         captures_before = len(self.captures)
         result: dict[str, Any] = {"index": index, "status": "ok", "error": None}
         try:
-            code = compile(padded, filename, "exec")
+            statements = _statements(padded, filename)
         except SyntaxError as exc:
             result.update(status="syntax-error", error=error_info(exc))
             result["error"]["line"] = exc.lineno
             result["error"]["cell"] = index
         else:
+            # Statement by statement: one that raises (or calls sys.exit) is recorded and
+            # the cell's later statements still run, so a cell merged from several gives
+            # the same objects as the separate cells would (the report says what ran on).
             try:
                 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), time_limit(timeout):
-                    exec(code, self.ns)
+                    for lines, code in statements:
+                        try:
+                            exec(code, self.ns)
+                        except GraderTimeout:
+                            raise
+                        except BaseException as exc:  # a student's sys.exit() is an error like any other
+                            self._swap_helpers()
+                            if result["error"] is None:
+                                result.update(status="error", error=error_info(exc))
+                                result["ran_after_error"] = []
+                            else:
+                                result["ran_after_error"].append(lines)
+                            continue
+                        # a helper defined by this statement is intercepted from the next one on
+                        self._swap_helpers()
+                        if result["error"] is not None:
+                            result["ran_after_error"].append(lines)
             except GraderTimeout as exc:
                 result.update(status="timeout", error=error_info(exc))
-            except BaseException as exc:  # a student's sys.exit() is an error like any other
-                result.update(status="error", error=error_info(exc))
         self._swap_helpers()
         if question and len(self.captures) == captures_before:
             self._capture_cell_end(question, before)
         result["stdout"] = out.text()
         result["stderr"] = err.text()
-        self.current = (-1, None)
+        self.current, self.current_questions = (-1, None), ()
         return result
 
     def _capture_cell_end(self, question: str, before: dict[str, int]) -> None:
@@ -442,9 +529,40 @@ class Runtime:
 
     # -- what probes use ---------------------------------------------------------------
 
+    def _is_best_model(self, capture: Capture) -> bool:
+        best = self.ns.get("best_model")
+        return isinstance(best, torch.nn.Module) and capture.model_ref is not None and capture.model_ref() is best
+
+    def captures_for(self, question: str) -> list[Capture]:
+        """Every capture that answers ``question``, in the order recorded (the last one
+        counts), found by meaning first, whatever the layout: Q2 is the
+        ``train_part2(three_layer_convnet, ...)`` call; Q5 a ``train_part34`` call given a
+        ThreeLayerConvNet; Q6 one given an nn.Sequential of convolutions; Q7 the model
+        that ends up as ``best_model``, else the last model trained that is none of these.
+        Cell labels are the fallback (a Q5 answer with a class of another name, say), and
+        a model kept as ``best_model`` or trained in a Question 7 cell is never Q5 or Q6."""
+        trained = [c for c in self.captures if c.kind != "cell_end"]
+        labelled = [c for c in self.captures if c.question == question]
+        if question == "Q7":
+            found = [c for c in trained if self._is_best_model(c)]
+            found = found or [c for c in labelled if c.kind != "cell_end"]
+            if not found and not isinstance(self.ns.get("best_model"), torch.nn.Module):
+                found = [c for c in trained if c.meaning == "other"][-1:]
+            return found or labelled
+        meaning = {"Q2": "Q2", "Q5": "Q5", "Q6": "sequential"}.get(question)
+        found = [
+            c
+            for c in trained
+            if meaning and c.meaning == meaning and c.cell_questions != ("Q7",) and not self._is_best_model(c)
+        ]
+        if found:
+            return found
+        return [c for c in labelled if c.meaning != "example" and not self._is_best_model(c)]
+
     def capture_for(self, question: str) -> Capture | None:
-        """The first capture recorded by a cell of ``question``."""
-        return next((c for c in self.captures if c.question == question), None)
+        """The capture a question grades: the last one that answers it."""
+        found = self.captures_for(question)
+        return found[-1] if found else None
 
     def helper(self, name: str):
         """The student's own version of a provided helper (falls back to the namespace)."""
