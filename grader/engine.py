@@ -132,7 +132,9 @@ class StudentSession:
                 stderr=str(out.get("stderr", ""))[:cap],
                 error=error,
                 duration=time.monotonic() - started,
-                ran_after_error=[tuple(x) for x in out.get("ran_after_error", []) if isinstance(x, (list, tuple))][:1000],
+                ran_after_error=[tuple(x) for x in out.get("ran_after_error", []) if isinstance(x, (list, tuple))][
+                    :1000
+                ],
             )
 
         left = self.time_left()
@@ -268,7 +270,7 @@ class Context:
         cells = found.get("cells") if isinstance(found.get("cells"), list) else []
         if len(cells) > 1:
             labels = {c.index: c.label for c in self.session.submission.cells}
-            where = ", ".join(labels.get(c, f"cell {c}") for c in cells[:10] if isinstance(c, int))
+            where = ", ".join(dict.fromkeys(labels.get(c, f"cell {c}") for c in cells[:10] if isinstance(c, int)))
             self.result.notes.append(
                 f"{question} was handed to training {len(cells)} times ({where}); the last one is graded"
             )
@@ -351,16 +353,19 @@ def module_stop_notes(name: str, runs: list[CellRun]) -> list[str]:
     for k, run in enumerate(runs):
         if run.status in ("ok", "skipped") or not run.error:
             continue
-        line = run.error.get("line")
-        at = f"{run.label}" + (f", line {line}" if line and run.status != "syntax-error" else "")
         what = f"{run.error.get('type')}: {str(run.error.get('message'))[:200]}"
-        later = [r for r in runs[k + 1 :] if r.status != "crashed"]
-        ran_on = len(run.ran_after_error) + len(later)
+        if run.status == "syntax-error":
+            stop = f"python {name} would not have run at all: {run.label} does not parse ({what})"
+        else:
+            line = run.error.get("line")
+            stop = (
+                f"python {name} would have stopped at {run.label}" + (f", line {line}" if line else "") + f" ({what})"
+            )
+        ran_on = len(run.ran_after_error) + len([r for r in runs[k + 1 :] if r.status != "crashed"])
         if not ran_on:
-            return [f"python {name} would have stopped at {at} ({what})"]
+            return [stop]
         return [
-            f"python {name} would have stopped at {at} ({what}); the grader ran the {ran_on} statement(s)"
-            " after it anyway, to grade the later questions"
+            f"{stop}; the grader ran the {ran_on} statement(s) or cell(s) after it anyway, to grade later questions"
         ]
     return []
 

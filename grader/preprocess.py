@@ -311,7 +311,7 @@ def _statement_bounds(lines: list[str]) -> list[tuple[int, int]]:
             i += 1
     # each chunk takes the comment lines just above it
     out = []
-    for k, (a, b) in enumerate(bounds):
+    for a, b in bounds:
         floor = out[-1][1] if out else 0
         while a > floor and lines[a - 1].lstrip().startswith("#"):
             a -= 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,8 @@ def load_submission(path: Path, *, to_run: bool = True) -> Submission:
         layout = "template" if "# >>> Question" in text else "unknown"
         kind = "module"
     cells = prepare(cells) if to_run else drop_empty(identify_questions(cells))
+    if path.is_file() and (checkpoint := checkpoint_beside(path)):
+        notes.append(f"graded with the checkpoint {checkpoint.name}, found beside {path.name}")
     for cell in cells:
         notes.extend(cell.notes)
     if layout == "unknown" and any(c.questions for c in cells):
@@ -255,8 +258,11 @@ def _companions(path: Path) -> tuple[dict[str, bytes], list[str]]:
     files, notes = {}, []
     if path.is_file():
         for candidate in [*_checkpoints_beside(path), *_links_beside(path)]:
+            suffix = ".pt" if candidate.suffix == ".pth" else candidate.suffix
             try:
-                files["best_model.pt"] = read_submission_file(candidate, root=path.parent, limit=MAX_COMPANION_BYTES)
+                files[f"best_model{suffix}"] = read_submission_file(
+                    candidate, root=path.parent, limit=MAX_COMPANION_BYTES
+                )
             except RefusedFile as exc:
                 notes.append(str(exc))
         return files, notes
@@ -276,9 +282,48 @@ def _companions(path: Path) -> tuple[dict[str, bytes], list[str]]:
 
 
 def _checkpoints_beside(path: Path) -> list[Path]:
-    """A lone notebook's checkpoint, saved next to it: <stem>.pt or <stem>_best_model.pt."""
-    candidates = (path.with_suffix(".pt"), path.parent / f"{path.stem}_best_model.pt")
-    return [c for c in candidates if c.is_file() and not c.is_symlink()]
+    """A lone notebook's or module's checkpoint, saved next to it (at most one)."""
+    found = checkpoint_beside(path)
+    return [found] if found else []
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+# The identity LMS exports put before each file a student uploads: Canvas writes
+# ``smithjohn_12345_67890_hw.ipynb`` (name, user id, file id), with ``_late`` after the name.
+_STUDENT_PREFIX = re.compile(r"^([A-Za-z][A-Za-z-]*(?:_late)?_\d+)_", re.I)
+
+
+def checkpoint_beside(path: Path) -> Path | None:
+    """The checkpoint that belongs to the notebook or module ``path`` in the same
+    folder: one named after it (``hw.pt``, ``hw_best_model.pth``), else one sharing its
+    student prefix (``smithjohn_12345_..._best_model.pt`` beside
+    ``smithjohn_12345_..._hw.ipynb``), else, when ``path`` is the folder's only
+    submission file, its only checkpoint (``best_model.pt``). None when it is ambiguous."""
+    folder = path.parent
+    try:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".") and not p.is_symlink() and p.is_file()]
+    except OSError:
+        return None
+    checkpoints = sorted(p for p in entries if p.suffix in CHECKPOINT_SUFFIXES)
+    sources = [p for p in entries if p.suffix in SUFFIXES]
+    for name in (path.stem, f"{path.stem}_best_model"):
+        named = [p for p in checkpoints if p.stem == name]
+        if named:
+            return named[0]
+    key = _STUDENT_PREFIX.match(path.name)
+    if key:
+        prefix = key.group(1).lower()
+
+        def mine(p):
+            return (m := _STUDENT_PREFIX.match(p.name)) is not None and m.group(1).lower() == prefix
+
+        theirs = [p for p in checkpoints if mine(p)]
+        if len(theirs) == 1 and [p.name for p in sources if mine(p)] == [path.name]:
+            return theirs[0]
+        return None
+    if [p.name for p in sources] == [path.name] and len(checkpoints) == 1:
+        return checkpoints[0]
+    return None
 
 
 def _links_beside(path: Path) -> list[Path]:

@@ -1,8 +1,9 @@
 """How the shipped example submissions in examples/ are made, and what each must score.
 
-The filled and empty templates come from ``grade assign``; the others are one-bug
-variants of the filled template (from the mutation corpus), a notebook in the public
-CS231n-style layout, and a broken file. ``python tests/examples_source.py`` rewrites
+The filled and empty templates come from ``grade assign``; the others are the filled
+template exported as students export it (``jupyter nbconvert --to script``, Colab's
+"Download .py"), one-bug variants of it (from the mutation corpus), a notebook in the
+public CS231n-style layout, and a broken file. ``python tests/examples_source.py`` rewrites
 them (``--train`` also retrains the filled template's checkpoint, a few minutes); a test
 fails if the committed files differ from what this produces.
 """
@@ -19,6 +20,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import cs231n_style  # noqa: E402
 import mutations  # noqa: E402
 import nbformat  # noqa: E402
+import representations  # noqa: E402
 
 from grader.assign import render_script, script_to_notebook  # noqa: E402
 
@@ -28,11 +30,14 @@ BUGGY = {
     "fan_in_wrong_axis_q5": ("q5-weights-overwritten-with-fan-in-from-the-wrong-axis", "py", {"Q5"}),
     "hard_coded_batch_q1": ("q1-view-64", "ipynb", {"Q1"}),
 }
+# The filled template as students export it: example name -> representation.
+EXPORTED = {"filled_template_nbconvert": "nbconvert", "filled_template_colab": "colab"}
 # What every example must score: "full", "zero", or the set of questions losing points.
 EXPECTED = {
     "filled_template": "full",
     "empty_template": "zero",
     "cs231n_layout": "full",
+    **{name: "full" for name in EXPORTED},
     "broken_notebook": "invalid",
     **{name: lost for name, (_, _, lost) in BUGGY.items()},
 }
@@ -53,6 +58,9 @@ def files() -> dict[Path, str | Path]:
             out[Path(name) / "homework.py"] = text
         else:
             out[Path(name) / "homework.ipynb"] = nbformat.writes(script_to_notebook(text)) + "\n"
+        out[Path(name) / "best_model.pt"] = TEMPLATE_CHECKPOINT
+    for name, representation in EXPORTED.items():
+        out[Path(name) / "cifar10_pytorch.py"] = representations.convert(script, ".py", representation)[1]
         out[Path(name) / "best_model.pt"] = TEMPLATE_CHECKPOINT
     out[Path("cs231n_layout") / "PyTorch.ipynb"] = nbformat.writes(cs231n_style.build(edition=2022)) + "\n"
     out[Path("cs231n_layout") / "best_model.pt"] = TYPICAL_CHECKPOINT

@@ -135,7 +135,9 @@ def _stale(nb) -> str:
     for cell, count in zip(code, counts):
         cell.execution_count = count
         cell.outputs = [
-            nbformat.v4.new_output("stream", name="stdout", text="Iteration 0, loss = 2.3026\nGot 100 / 1000 correct\n"),
+            nbformat.v4.new_output(
+                "stream", name="stdout", text="Iteration 0, loss = 2.3026\nGot 100 / 1000 correct\n"
+            ),
             nbformat.v4.new_output("error", ename="NameError", evalue="name 'x' is not defined", traceback=[]),
         ]
     return _notebook(nb)

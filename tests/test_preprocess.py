@@ -415,6 +415,7 @@ def test_a_syntax_error_in_a_module_takes_only_its_own_statement():
         ("lines 7-10", 6),  # else: continues the if above
         ("lines 11-11", 10),
     ]
+
     def parses(source):
         try:
             return bool(ast.parse(source))

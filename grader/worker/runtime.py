@@ -156,6 +156,8 @@ def _statements(source: str, filename: str) -> list[tuple[tuple[int, int], types
         module = ast.Module(body=[node], type_ignores=[])
         out.append(((node.lineno, node.end_lineno), compile(module, filename, "exec", flags=flags)))
     return out
+
+
 _CELL_FILE = re.compile(r"<cell (\d+)>")
 
 
@@ -395,7 +397,7 @@ class Runtime:
         model_ref = None
         with contextlib.suppress(TypeError):
             model_ref = weakref.ref(objects["model"]) if isinstance(objects.get("model"), torch.nn.Module) else None
-        if snapshot:
+        if snapshot and meaning != "example":  # nothing grades the notebook's own demonstrations
             # Later cells may keep training or mutating the same objects: keep the state
             # they had when handed to training. Model and optimizer are copied together so
             # the copy's optimizer still points at the copy's parameters.
@@ -432,7 +434,8 @@ class Runtime:
         if isinstance(model, torch.nn.Sequential) and any(isinstance(m, torch.nn.Conv2d) for m in layers):
             return "sequential"
         if type(model).__name__ == "TwoLayerFC" or (
-            isinstance(model, torch.nn.Sequential) and not any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in layers)
+            isinstance(model, torch.nn.Sequential)
+            and not any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in layers)
         ):
             return "example"
         return "other"
@@ -555,8 +558,11 @@ class Runtime:
             for c in trained
             if meaning and c.meaning == meaning and c.cell_questions != ("Q7",) and not self._is_best_model(c)
         ]
-        if found:
-            return found
+        # A run of 5 epochs or more is the Question 7 challenge (with best_model unset, or
+        # not run at all), not the one-epoch runs Questions 5 and 6 ask for.
+        short = [c for c in found if not (isinstance(c.objects.get("epochs"), int) and c.objects["epochs"] >= 5)]
+        if short or found:
+            return short or found
         return [c for c in labelled if c.meaning != "example" and not self._is_best_model(c)]
 
     def capture_for(self, question: str) -> Capture | None:
