@@ -59,9 +59,11 @@ def examples() -> dict[str, tuple[str, str, Path | None]]:
     """name -> (suffix, text, checkpoint) for every gradable example."""
     out = {}
     for name, expected in examples_source.EXPECTED.items():
-        if expected == "invalid":
+        if expected == "invalid" or name in examples_source.EXPORTED:  # those are the filled template
             continue
         path = examples_source.EXAMPLES / name
+        if not path.is_dir():
+            path = next(examples_source.EXAMPLES.glob(f"{name}.*"))
         files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".ipynb", ".py"))
         source = files[0]
         checkpoint = path / "best_model.pt" if path.is_dir() and (path / "best_model.pt").exists() else None
@@ -154,9 +156,9 @@ def _run_and_describe(submission) -> dict:
 
 
 def _signatures(jobs: list[tuple[str, str, str]]) -> list[tuple[str, str, dict]]:
-    with multiprocessing.get_context("spawn").Pool(2, maxtasksperchild=20) as pool:
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
         # a bounded wait: a pool whose process died would otherwise wait for ever
-        return pool.map_async(signature, jobs, chunksize=2).get(timeout=1200)
+        return pool.map_async(signature, jobs, chunksize=1).get(timeout=1800)
 
 
 def test_every_representation_hands_the_same_objects_to_grading():
