@@ -546,6 +546,8 @@ class Runtime:
         a model kept as ``best_model`` or trained in a Question 7 cell is never Q5 or Q6."""
         trained = [c for c in self.captures if c.kind != "cell_end"]
         labelled = [c for c in self.captures if c.question == question]
+        if question != "Q2":  # a cell that failed before building its model answered nothing
+            labelled = [c for c in labelled if isinstance(c.objects.get("model"), torch.nn.Module)]
         if question == "Q7":
             found = [c for c in trained if self._is_best_model(c)]
             found = found or [c for c in labelled if c.kind != "cell_end"]
