@@ -17,7 +17,7 @@ def test_a_lone_notebook_takes_the_checkpoint_beside_it(tmp_path, checkpoint):
     touch(tmp_path, "hw.ipynb", checkpoint, "notes.txt")
     assert discover(tmp_path) == [tmp_path / "hw.ipynb"]  # one submission, not two
     assert checkpoint_beside(tmp_path / "hw.ipynb") == tmp_path / checkpoint
-    files = _companions(tmp_path / "hw.ipynb")
+    files, _ = _companions(tmp_path / "hw.ipynb")
     assert list(files.values()) == [checkpoint.encode()]
     assert next(iter(files)).startswith("best_model.")
 
