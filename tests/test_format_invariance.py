@@ -21,7 +21,8 @@ three tiers:
    filled and empty templates, the CS231n layout, the one-bug ones), in all eight
    representations, graded fully on Q1-Q6 with the real grader; every check's status
    and score must equal the notebook's.
-3. ``test_the_whole_corpus_grades_identically`` (``slow``): tier 2 for the whole corpus.
+3. ``test_the_whole_corpus_grades_identically`` (``exhaustive``, opt-in with ``pytest -m
+   exhaustive``): tier 2 for the whole corpus; it prints the mean score per representation.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ def test_examples_grade_identically_in_every_representation(tmp_path, cifar10_pa
     assert graded[("cs231n_layout", "colab")].score == graded[("cs231n_layout", "colab")].max_score
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive  # about 450 full gradings: run by hand with `pytest -m exhaustive`
 def test_the_whole_corpus_grades_identically(tmp_path, cifar10_path, cifar10_cache):
     sources = {name: (suffix, text, None) for name, (suffix, text) in corpus().items()}
     names, reps = sorted(sources), list(representations.REPRESENTATIONS)
