@@ -294,9 +294,16 @@ def _grade(root: Path) -> dict[str, Any]:
     if hideable(source):
         hide.append(source.resolve())
     if not namespaces_available():
+        # submission_metadata.json carries earlier results: the worker may not read it either.
+        hide.append((root / "submission_metadata.json").resolve())
         print(
             "run_autograder: Linux namespaces are not available here; the student's code runs as a plain"
-            " subprocess and could read the grader's files (see README, Deploying on Gradescope)",
+            + (
+                " subprocess under an unprivileged uid of its own, with the answer key, the dataset and the"
+                " grader's files closed to it (see README, Deploying on Gradescope)"
+                if os.geteuid() == 0
+                else " subprocess and could read the grader's files (see README, Deploying on Gradescope)"
+            ),
             flush=True,
         )
     result = grade_submission(path=folder, rubric=rubric, data_loader=loader, limits=limits, hide=hide)

@@ -7,7 +7,9 @@ Python, the grader package and the system's libraries, read-only, plus a private
 (the reference solution, other submissions, reports, the dataset and its labels, the
 home folder and every socket are simply absent), and dies with all its children when
 killed. Elsewhere it is a plain
-subprocess with the same time and output limits. The environment is scrubbed either way.
+subprocess with the same time and output limits; as root (Gradescope's containers, which
+may refuse namespaces) it then switches to an unprivileged uid of its own, and the
+folders it must not read are closed to other users. The environment is scrubbed either way.
 """
 
 from __future__ import annotations
@@ -131,6 +133,36 @@ def hideable(path: Path) -> bool:
     return path.exists() and not any(r == path or path in r.parents for r in runtime_paths())
 
 
+def worker_runtime() -> list[Path]:
+    """What a worker started by this process reads: the interpreter, the standard library
+    and the grader package (whose folder holds the other site-packages it imports)."""
+    return [Path(sys.executable), Path(os.__file__).parent, Path(__file__).resolve().parent]
+
+
+def unreadable_by_others(paths: list[Path], *, read: bool = True) -> Path | None:
+    """The first of ``paths`` (resolved) that a user other than its owner cannot reach
+    (and read, if ``read``), going by permission bits; None when every one is."""
+    for path in paths:
+        path = path.resolve()
+        for folder in reversed(path.parents):
+            if not os.stat(folder).st_mode & 0o001:
+                return folder
+        if not os.stat(path).st_mode & (0o004 if read else 0o001):
+            return path
+    return None
+
+
+def close_to_others(paths: list[str]) -> None:
+    """Take group and other permissions off each path (as root, before an unprivileged
+    worker starts): without namespaces that is what keeps the answer key, the dataset
+    and other submissions from it. The owner keeps every permission."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            mode = os.stat(path, follow_symlinks=False).st_mode
+            if mode & 0o077:
+                os.chmod(path, mode & 0o7700, follow_symlinks=False)
+
+
 def _scrubbed_env(threads: int, gpu: bool = False) -> dict[str, str]:
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -165,6 +197,7 @@ class Worker:
         self.private_root = private_root
         self.limits = limits
         self.isolated = namespaces_available() if isolate is None else isolate
+        self.dropped = False  # root without namespaces: the worker switches to an unprivileged uid
         self.proc: subprocess.Popen | None = None
         self.private: Path | None = None
         self.requests = 0
@@ -185,8 +218,11 @@ class Worker:
         # Isolated, this empty folder becomes the worker's root; otherwise it holds its files.
         self.private = Path(tempfile.mkdtemp(prefix="worker-", dir=self.private_root))
         mapped = self.isolated and os.geteuid() == 0
+        self.dropped = not self.isolated and os.geteuid() == 0
         if self.isolated:
             cmd = [*_UNSHARE, *([] if mapped else ["--map-root-user"]), *cmd]
+        if self.dropped:
+            self._open_to_worker()
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -196,6 +232,13 @@ class Worker:
             cwd=self.private_root,
             start_new_session=True,
         )
+        uid = WORKER_UID if mapped else None
+        if self.dropped:
+            # Without namespaces nothing hides a folder but its permissions: the worker
+            # becomes a uid of no one, which owns only its own folder.
+            uid = HOST_UID_BASE + self.proc.pid % (1 << 16)
+            close_to_others(self.hide)
+            os.chown(self.private, uid, uid)
         # The set-up travels on the channel, not in argv, which every process can read
         # in /proc (the hidden paths would name what the grader keeps private).
         setup = {
@@ -205,7 +248,7 @@ class Worker:
             "gpu": self.gpu,
             "memory": self.limits.memory_bytes,
             "scratch": self.limits.scratch_bytes,
-            "uid": WORKER_UID if mapped else None,
+            "uid": uid,
         }
         try:
             if mapped:
@@ -272,6 +315,14 @@ class Worker:
 
     def sandbox(self) -> str:
         """Which sandbox this worker ran in, for the report."""
+        if self.dropped:
+            return (
+                "no namespaces, unprivileged uid: the worker ran without Linux namespaces (as in a container "
+                "that refuses them) as an unprivileged uid of its own, with no_new_privs and a process limit, "
+                "in a private working folder; the answer key, the dataset and the grader's folders were closed "
+                "to it by their permissions, but it shared the machine's network and could read what any "
+                "user may read"
+            )
         if not self.isolated:
             return (
                 "none: the worker ran without Linux namespaces, with no network or file isolation beyond a "
@@ -282,6 +333,21 @@ class Worker:
             "Linux namespaces (unshare): no network, a read-only filesystem of its own, no capabilities, "
             f"running as {who}"
         )
+
+    def _open_to_worker(self) -> None:
+        """As root without namespaces: let the worker's uid reach its folder (and only
+        that), and check it can read Python and the grader; say so plainly where not."""
+        if unreadable_by_others([self.private_root.parent]):  # the system's temp folder is open to all
+            shutil.rmtree(self.private)
+            self.private = Path(tempfile.mkdtemp(prefix="worker-"))
+        else:
+            os.chmod(self.private_root, 0o711)  # to be crossed, not listed
+        unreadable = unreadable_by_others(worker_runtime()) or unreadable_by_others([self.private.parent], read=False)
+        if unreadable:
+            raise WorkerError(
+                f"as root without namespaces the worker runs as an unprivileged user, who cannot read {unreadable}:"
+                " install Python and the grader where every user may read them (as the system's packages are)"
+            )
 
     def _map_ids(self, deadline: float) -> None:
         """Write the worker's uid and gid maps from here (only a process outside its user

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from gradescope_schema import validate
 from grader import gradescope
 from grader.results import CheckResult, SubmissionResult
 from grader.results import gradescope as gradescope_json
+from grader.sandbox import unreadable_by_others, worker_runtime
 
 EXAMPLES = examples_source.EXAMPLES
 BASH = shutil.which("bash") or "/bin/bash"
@@ -88,7 +90,10 @@ class Image:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory, cifar10, cifar10_path, cifar10_cache) -> Image:
-    base = tmp_path_factory.mktemp("gradescope")
+    # Not under pytest's own temporary folder, which only its owner may enter: an
+    # unprivileged worker must reach the grader installed here, as it reaches /autograder.
+    base = Path(tempfile.mkdtemp(prefix="gradescope-"))
+    base.chmod(0o755)
     zip_path = gradescope.build_autograder(out=base / "autograder.zip", data=Path(cifar10_path))
     image = Image(base / "autograder", zip_path)
     source = image.root / "source"
@@ -122,7 +127,8 @@ def image(tmp_path_factory, cifar10, cifar10_path, cifar10_cache) -> Image:
         cwd=image.root,
     ).stdout.split()
     assert all(Path(p).is_relative_to(image.site) for p in where), where  # the wheel's code, not the checkout's
-    return image
+    yield image
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_the_zip_holds_what_gradescope_needs(image):
@@ -184,8 +190,9 @@ def test_a_broken_notebook_scores_0_with_its_reason(image):
 
 def test_a_submission_that_kills_the_grader_still_gets_a_results_file(image):
     """Without namespaces (unshare not on PATH), the student's code is a child of the
-    grader: it plants a perfect results.json and kills its parent. The run still ends with
-    a results file, with no points and a plain message."""
+    grader: it plants a perfect results.json and kills its parent. As root (Gradescope's
+    case) it runs under a uid of its own and can do neither; otherwise the run still ends
+    with a results file, with no points and a plain message."""
     results = image.root / "results" / "results.json"
     planted = json.dumps({"score": 100, "tests": []})
     module = textwrap.dedent(
@@ -195,11 +202,20 @@ def test_a_submission_that_kills_the_grader_still_gets_a_results_file(image):
         os.kill(os.getppid(), signal.SIGKILL)
         """
     )
+    if os.geteuid() == 0 and (unreadable := unreadable_by_others([*worker_runtime()[:2], image.site])):
+        pytest.skip(f"other users cannot read {unreadable}, so an unprivileged worker cannot run Python here")
     doc, stdout = image.run({"homework.py": module}, path=str(image.bin))
-    assert doc["score"] == 0 and doc["tests"] == []
-    assert doc["output"] == gradescope.CRASH_MESSAGE
-    assert doc["extra_data"]["exit_status"] == 128 + 9
-    assert "stopped with exit status 137" in stdout
+    assert doc["score"] == 0
+    if os.geteuid() == 0:
+        # As root the worker switched to a uid of its own: it can neither write the
+        # results nor signal the grader, which grades it as usual.
+        assert "unprivileged uid" in stdout
+        assert doc["tests"] and doc["output"] != gradescope.CRASH_MESSAGE
+        assert "no namespaces, unprivileged uid" in json.dumps(doc)
+    else:
+        assert doc["tests"] == [] and doc["output"] == gradescope.CRASH_MESSAGE
+        assert doc["extra_data"]["exit_status"] == 128 + 9
+        assert "stopped with exit status 137" in stdout
 
 
 def test_a_crash_inside_the_grader_becomes_a_results_file_without_traceback(tmp_path, capsys):

@@ -827,6 +827,8 @@ def _command_of(tmp_path, monkeypatch, isolate):
 
     monkeypatch.setenv(LEAK_NAME, LEAK_VALUE)
     monkeypatch.setattr("grader.sandbox.subprocess.Popen", fake_popen)
+    # As root without namespaces, where the worker's uid may reach its folder is tested in test_adversarial.
+    monkeypatch.setattr("grader.sandbox.Worker._open_to_worker", lambda self: None)
     root = tmp_path / "workers"
     with pytest.raises(_NotStarted):
         Worker(hide=[REFERENCE_DIR], private_root=root, limits=LIMITS, isolate=isolate).start(seed=0)

@@ -153,6 +153,22 @@ def drop_privileges(uid: int | None = None) -> None:
         raise OSError(ctypes.get_errno(), "cannot drop capabilities")
 
 
+def refuse_readable(hide: list[str]) -> None:
+    """Without namespaces only permissions hide the grader's folders: stop before any
+    student code runs if this (unprivileged) process can still read one of them."""
+    for path in hide:
+        try:
+            if os.path.isdir(path):
+                os.listdir(path)
+            else:
+                open(path, "rb").close()
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            continue
+        raise PermissionError("a folder the worker must not read is readable by its unprivileged user")
+
+
 def limit_resources(memory_bytes: int, *, gpu: bool = False) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Output written to files is capped; a write beyond it fails instead of filling RAM.
@@ -215,6 +231,11 @@ def main() -> None:
         if args.isolate:
             build_root(args.private, expose=runtime_paths(), hide=args.hide, gpu=args.gpu, scratch=args.scratch)
             drop_privileges(args.uid)
+        elif args.uid is not None:  # root without namespaces: become a uid of no one
+            from . import wire  # noqa: F401 - read as root, so that a failure below can still be reported
+
+            drop_privileges(args.uid)
+            refuse_readable(args.hide)
         limit_resources(args.memory - (args.scratch if args.isolate else 0), gpu=args.gpu)
         workdir = tempfile.mkdtemp(prefix="submission-", dir="/tmp" if args.isolate else args.private)
         os.chdir(workdir)
