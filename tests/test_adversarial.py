@@ -204,11 +204,21 @@ def test_a_worker_that_never_reads_its_requests_times_out(tmp_path):
     deadline too (the cell stops the worker's reading by never returning to it)."""
     from grader.sandbox import OutOfTurn, Worker
 
-    worker = Worker(hide=[], private_root=tmp_path, limits=LIMITS, isolate=False)
+    worker = Worker(hide=[], private_root=tmp_path, limits=LIMITS)
     worker.start(seed=0)
     try:
-        worker.call("run_cell", timeout=5, index=0, source="import os\nos.close(0)", question=None)
-        worker.proc.send_signal(19)  # SIGSTOP: reads nothing, writes nothing, never exits
+        # Once it has replied, the worker's main thread sleeps for ever in a signal handler:
+        # it reads nothing, writes nothing and never exits (as pid 1 of its namespace it
+        # would ignore SIGSTOP).
+        stop = textwrap.dedent(
+            """
+            import signal, threading, time
+            signal.signal(signal.SIGUSR1, lambda *_: time.sleep(3600))
+            threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1)).start()
+            """
+        )
+        worker.call("run_cell", timeout=5, index=0, source=stop, question=None)
+        time.sleep(2)
         started = time.monotonic()
         with pytest.raises(OutOfTurn, match="did not take the request"):
             worker.call("run_cell", timeout=1, index=1, source="#" * (1 << 20), question=None)
