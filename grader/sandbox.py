@@ -1,7 +1,8 @@
 """Starting, talking to and stopping a student worker process (the trusted side).
 
 A worker is ``python -I -m grader.worker`` in a subprocess. Where Linux allows
-unprivileged namespaces it runs inside ``unshare``: its own user, mount, network and
+unprivileged namespaces it runs inside bubblewrap (``bwrap``, where installed) or
+``unshare`` (then it builds its filesystem itself): its own user, mount, network and
 PID namespaces, so it has no network, and a filesystem of its own that holds only
 Python, the grader package and the system's libraries, read-only, plus a private /tmp
 (the reference solution, other submissions, reports, the dataset and its labels, the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import platform
 import secrets
@@ -133,6 +135,30 @@ def hideable(path: Path) -> bool:
     return path.exists() and not any(r == path or path in r.parents for r in runtime_paths())
 
 
+def bwrap_usable() -> bool:
+    """Whether to run workers in bubblewrap: where it is installed, unless
+    GRADER_SANDBOX=unshare asks for the fallback; as root, only where an unprivileged
+    uid can read Python and the grader (bwrap then runs as such a uid)."""
+    if os.environ.get("GRADER_SANDBOX") == "unshare" or shutil.which("bwrap") is None:
+        return False
+    return os.geteuid() != 0 or unreadable_by_others(worker_runtime()) is None
+
+
+@functools.cache
+def worker_paths() -> list[str]:
+    """What a worker's Python reads, as its own set-up finds it (an -I interpreter with
+    the grader package alone on its path), for bubblewrap to expose read-only."""
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv.pop(1)); "
+        "from grader.worker.__main__ import runtime_paths; print(json.dumps(runtime_paths()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code, package_parent], capture_output=True, text=True, timeout=60, check=True
+    )
+    return json.loads(done.stdout)
+
+
 def worker_runtime() -> list[Path]:
     """What a worker started by this process reads: the interpreter, the standard library
     and the grader package (whose folder holds the other site-packages it imports)."""
@@ -197,6 +223,7 @@ class Worker:
         self.private_root = private_root
         self.limits = limits
         self.isolated = namespaces_available() if isolate is None else isolate
+        self.bwrap = self.isolated and bwrap_usable()
         self.dropped = False  # root without namespaces: the worker switches to an unprivileged uid
         self.proc: subprocess.Popen | None = None
         self.private: Path | None = None
@@ -217,21 +244,33 @@ class Worker:
         self.private_root.mkdir(parents=True, exist_ok=True)
         # Isolated, this empty folder becomes the worker's root; otherwise it holds its files.
         self.private = Path(tempfile.mkdtemp(prefix="worker-", dir=self.private_root))
-        mapped = self.isolated and os.geteuid() == 0
+        mapped = self.isolated and not self.bwrap and os.geteuid() == 0
         self.dropped = not self.isolated and os.geteuid() == 0
-        if self.isolated:
+        user = None
+        if self.bwrap:
+            # As root, bubblewrap itself runs as a host uid of no one (so that the process
+            # limit binds); the worker is WORKER_UID in its namespace either way.
+            user = HOST_UID_BASE + secrets.randbelow(1 << 16) if os.geteuid() == 0 else None
+            cmd = self._bwrap_command(cmd)
+        elif self.isolated:
             cmd = [*_UNSHARE, *([] if mapped else ["--map-root-user"]), *cmd]
         if self.dropped:
             self._open_to_worker()
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=_scrubbed_env(self.limits.threads, self.gpu),
-            cwd=self.private_root,
-            start_new_session=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=_scrubbed_env(self.limits.threads, self.gpu),
+                cwd=self.private_root,
+                start_new_session=True,
+                pass_fds=[self._bwrap_args] if self.bwrap else [],
+                **({"user": user, "group": user, "extra_groups": []} if user is not None else {}),
+            )
+        finally:
+            if self.bwrap:
+                os.close(self._bwrap_args)
         uid = WORKER_UID if mapped else None
         if self.dropped:
             # Without namespaces nothing hides a folder but its permissions: the worker
@@ -243,6 +282,7 @@ class Worker:
         # in /proc (the hidden paths would name what the grader keeps private).
         setup = {
             "isolate": self.isolated,
+            "bwrap": self.bwrap,
             "hide": self.hide,
             "private": str(self.private),
             "gpu": self.gpu,
@@ -323,6 +363,11 @@ class Worker:
                 "to it by their permissions, but it shared the machine's network and could read what any "
                 "user may read"
             )
+        if self.bwrap:
+            return (
+                "bubblewrap (bwrap): its own user, mount, network, PID, IPC and UTS namespaces, no network, "
+                "a read-only filesystem of its own, no capabilities, running as an unprivileged uid"
+            )
         if not self.isolated:
             return (
                 "none: the worker ran without Linux namespaces, with no network or file isolation beyond a "
@@ -333,6 +378,45 @@ class Worker:
             "Linux namespaces (unshare): no network, a read-only filesystem of its own, no capabilities, "
             f"running as {who}"
         )
+
+    def _bwrap_command(self, cmd: list[str]) -> list[str]:
+        """bubblewrap's command line: the filesystem the worker's own set-up builds under
+        ``unshare`` (see worker/__main__.py), built by bwrap before the worker starts."""
+        from .worker.__main__ import ETC_FILES, SYSTEM_DIRS
+
+        scratch = self.limits.scratch_bytes
+        args = ["--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
+        args += ["--cap-drop", "ALL", "--uid", str(WORKER_UID), "--gid", str(WORKER_UID)]
+        # Scratch space first: Python or the grader may themselves live under /tmp.
+        args += ["--size", str(scratch * 3 // 4), "--perms", "1777", "--tmpfs", "/tmp"]
+        args += ["--dev", "/dev", "--size", str(scratch // 4), "--perms", "1777", "--tmpfs", "/dev/shm"]
+        expose = worker_paths()
+        for path in [*SYSTEM_DIRS, *ETC_FILES, *expose]:
+            if not os.path.lexists(path):
+                continue
+            if os.path.islink(path) and not any(path == e or path.startswith(e + "/") for e in expose):
+                args += ["--symlink", os.readlink(path), path]  # /bin -> usr/bin on merged-/usr systems
+            else:
+                args += ["--ro-bind", path, path]
+        if self.gpu:
+            args += [
+                a
+                for n in sorted(os.listdir("/dev"))
+                if n.startswith("nvidia")
+                for a in ("--dev-bind", f"/dev/{n}", f"/dev/{n}")
+            ]
+            args += ["--ro-bind", "/sys", "/sys"]
+        # Only what lies inside an exposed folder needs covering (the answer key installed in site-packages).
+        inside = [p for p in self.hide if any(p == e or p.startswith(e.rstrip("/") + "/") for e in expose)]
+        args += [a for p in inside if os.path.isdir(p) for a in ("--tmpfs", p)]
+        args += ["--proc", "/proc", "--remount-ro", "/", "--chdir", "/tmp"]
+        # Given in a pipe, not argv, which every process can read in /proc (the hidden
+        # paths would name what the grader keeps private).
+        read, write = os.pipe()
+        os.write(write, b"".join(os.fsencode(a) + b"\0" for a in args))
+        os.close(write)
+        self._bwrap_args = read
+        return ["bwrap", "--args", str(read), "--", *cmd]
 
     def _open_to_worker(self) -> None:
         """As root without namespaces: let the worker's uid reach its folder (and only

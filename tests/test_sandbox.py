@@ -33,6 +33,7 @@ from grader.sandbox import (
     WorkerError,
     WorkerTimeout,
     _scrubbed_env,
+    bwrap_usable,
     namespaces_available,
 )
 
@@ -100,15 +101,29 @@ def private_root(tmp_path_factory):
     return tmp_path_factory.mktemp("workers")
 
 
-@pytest.fixture(scope="module")
-def worker(private_root, secret_dir):
+@pytest.fixture(scope="module", params=["bwrap", "unshare"])
+def worker(request, private_root, secret_dir):
     """One worker for the tests that leave it usable, started with a canary variable in
-    the grader's environment and the answer key and a private folder hidden."""
+    the grader's environment and the answer key and a private folder hidden; in
+    bubblewrap where it is usable, and in the fallback (GRADER_SANDBOX=unshare)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(LEAK_NAME, LEAK_VALUE)
+        mp.setenv("GRADER_SANDBOX", request.param)
+        if request.param == "bwrap" and not (namespaces_available() and bwrap_usable()):
+            pytest.skip("bubblewrap is not installed, or cannot run as an unprivileged user here")
         w = new_worker(private_root, hide=[REFERENCE_DIR, secret_dir])
+    assert w.bwrap == (request.param == "bwrap")
     yield w
     w.close()
+
+
+def test_each_report_names_the_sandbox_in_use(worker):
+    note = worker.sandbox()
+    if worker.bwrap:
+        assert note.startswith("bubblewrap (bwrap)")
+    elif worker.isolated:
+        assert note.startswith("Linux namespaces (unshare)")
+    assert "bubblewrap" not in note or worker.bwrap
 
 
 # -- (a) no network ------------------------------------------------------------------------------------
@@ -848,7 +863,7 @@ def test_worker_is_given_its_private_root_and_a_scrubbed_environment(tmp_path, m
     assert LEAK_NAME not in seen["env"] and seen["env"] == _scrubbed_env(LIMITS.threads)
     assert seen["start_new_session"] is True and seen["cwd"] == root
     cmd = seen["cmd"]
-    assert (cmd[0] == "unshare") == isolate
+    assert (cmd[0] in ("unshare", "bwrap")) == isolate
     # The set-up (hidden paths, private folder) travels on the channel, never in argv.
     assert not any(str(REFERENCE_DIR) in arg or "--hide" in arg for arg in cmd)
     (private,) = list(root.iterdir())

@@ -228,7 +228,7 @@ def main() -> None:
         if setup is None:
             raise ValueError("the set-up message could not be read")
         args = argparse.Namespace(**setup)
-        if args.isolate:
+        if args.isolate and not args.bwrap:  # under bubblewrap, bwrap built it and dropped them
             build_root(args.private, expose=runtime_paths(), hide=args.hide, gpu=args.gpu, scratch=args.scratch)
             drop_privileges(args.uid)
         elif args.uid is not None:  # root without namespaces: become a uid of no one
