@@ -406,6 +406,9 @@ class Worker:
                 for a in ("--dev-bind", f"/dev/{n}", f"/dev/{n}")
             ]
             args += ["--ro-bind", "/sys", "/sys"]
+            # The GPU driver's libraries, where the machine points at them (as build_root does).
+            libs = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p.startswith("/")]
+            args += [a for p in libs if os.path.isdir(p) for a in ("--ro-bind", p, p)]
         # Only what lies inside an exposed folder needs covering (the answer key installed in site-packages).
         inside = [p for p in self.hide if any(p == e or p.startswith(e.rstrip("/") + "/") for e in expose)]
         args += [a for p in inside if os.path.isdir(p) for a in ("--tmpfs", p)]
