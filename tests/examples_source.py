@@ -41,14 +41,15 @@ EXPECTED = {
     "broken_notebook": "invalid",
     **{name: lost for name, (_, _, lost) in BUGGY.items()},
 }
-# Folders share one checkpoint through a relative symbolic link.
-TEMPLATE_CHECKPOINT = Path("..") / "filled_template" / "best_model.pt"
-TYPICAL_CHECKPOINT = Path("..") / ".." / "tests" / "fixtures" / "typical_10_epochs.pt"
+# Folders hold copies of one checkpoint, not links: the grader refuses a linked file in a
+# submission (it could point anywhere on the grading machine).
+TEMPLATE_CHECKPOINT = EXAMPLES / "filled_template" / "best_model.pt"
+TYPICAL_CHECKPOINT = HERE / "fixtures" / "typical_10_epochs.pt"
 
 
 def files() -> dict[Path, str | Path]:
-    """Every example file (relative to examples/) and its content, or the target of a
-    symbolic link for checkpoints. The template's own files are written by grade assign."""
+    """Every example file (relative to examples/) and its content, or for checkpoints the
+    file it is a copy of. The template's own files are written by grade assign."""
     script = render_script(filled=True)
     out: dict[Path, str | Path] = {}
     for name, (mutation_name, form, _) in BUGGY.items():
@@ -91,9 +92,9 @@ def write() -> None:
         path = EXAMPLES / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, Path):
-            if path.is_symlink() or path.exists():
+            if path.is_symlink():
                 path.unlink()
-            path.symlink_to(content)
+            path.write_bytes(content.read_bytes())
         else:
             path.write_text(content)
 
