@@ -199,6 +199,9 @@ def evaluation(ctx: Context) -> dict:
     if not found["found"]:
         raise CheckFailed(found["reason"])
 
+    # First, and before anything is cached: without the images every check that needs them
+    # is skipped with the way to provide them (retraining could not run either).
+    data = ctx.data
     if not ctx.retrain and pick_checkpoint(ctx.session.submission.files) is None:
         raise CheckFailed(
             "not checked: no checkpoint (best_model.pt) was found beside the notebook, and the self-check does not"
@@ -217,7 +220,6 @@ def evaluation(ctx: Context) -> dict:
         "ci_method": "Wilson score interval",
         "self_reported": self_reported_accuracy(ctx),
     }
-    data = ctx.data  # before the result is cached: without the images every check that needs it is skipped
     ctx.shared["challenge"] = result
     picked = pick_checkpoint(ctx.session.submission.files)
     result["mode"] = "checkpoint" if picked is not None else "retrain"
