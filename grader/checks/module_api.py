@@ -217,7 +217,7 @@ def kaiming_init(ctx: Context) -> Outcome:
     if not tests:
         return Outcome(False, "ThreeLayerConvNet(3, 32, 16, 10) has no convolution or linear weights to check")
     details = {"std": {t.name: t.details() for t in tests}}
-    if all(t.ok for t in tests) and answer_key_present(ctx) and judge_forward(_q4_parity(ctx)).passed:
+    if all(t.ok for t in tests) and answer_key_present(ctx) and _forward_matches_reference(ctx):
         # The statistics are of weights the worker reported: believe them only if they
         # are what the module computes with (see verify.py).
         problem = reported_weights_drive_outputs(
@@ -226,6 +226,15 @@ def kaiming_init(ctx: Context) -> Outcome:
         if problem:
             return Outcome(False, problem, details=details)
     return Outcome(all(t.ok for t in tests), "; ".join(t.describe() for t in tests), details=details)
+
+
+def _forward_matches_reference(ctx: Context) -> bool:
+    """Whether Question 4's forward pass agrees with the reference; a forward pass that
+    raises is Question 4's mistake, and only means the Kaiming claim cannot be verified."""
+    try:
+        return judge_forward(_q4_parity(ctx)).passed
+    except Exception:  # CheckFailed, StudentError, WorkerError: graded in Question 4
+        return False
 
 
 # -- Question 4 -----------------------------------------------------------------------------
@@ -476,6 +485,16 @@ def complete_capture(ctx: Context, question: str) -> dict:
     capture = ctx.capture(question)
     if capture.get("kind") == "cell_end" and ctx.cell_error(question):
         raise CheckFailed(ctx.missing_capture_message(question) + _no_parameters_hint(capture))
+    # A cell runs on after a failing statement, so training may have been handed what an
+    # earlier line failed to build (optimizer = optim.SGD(...) raised: None). The error is
+    # the real mistake.
+    raised = next((r for r in ctx.result.cells if r.index == capture.get("cell") and r.error), None)
+    if raised and not capture.get("optimizer", {}).get("is_optimizer", True):
+        where = raised.label + (f", line {raised.error.get('line')}" if raised.error.get("line") else "")
+        raise CheckFailed(
+            f"{where} raised {raised.error.get('type')}: {raised.error.get('message')}, so training was handed"
+            f" a {capture['optimizer'].get('type')} instead of an optimizer" + _no_parameters_hint(capture)
+        )
     if not capture["model"].get("is_module"):
         raise CheckFailed(f"the captured model is a {capture['model'].get('type')}, not an nn.Module")
     return capture
