@@ -192,7 +192,12 @@ def test_every_representation_hands_the_same_objects_to_grading():
     filled = results[("filled-template", "notebook")]
     assert all(filled[q] and filled[q][0] != "raised" for q in ("Q1", "Q3/Q4")) and filled["Q5"]["found"]
     assert filled["Q2"]["found"] and filled["Q6"]["found"] and not filled["not answered"]
-    unchanged = [m.name for m in mutations.BUGS if results[(m.name, "notebook")] == filled]
+    # Bugs that only detach the scores from the graph change gradients, which the signature
+    # (outputs on fixed inputs) does not record; the parity checks catch them.
+    gradient_only = {"q1-scores-detached-knock-on-q2", "q4-scores-detached-knock-on-q5"}
+    unchanged = [
+        m.name for m in mutations.BUGS if results[(m.name, "notebook")] == filled and m.name not in gradient_only
+    ]
     assert not unchanged, f"these bugs leave no trace in the signature: {unchanged}"
 
 
