@@ -124,32 +124,32 @@ def evaluation_set(data: cifar.CIFAR10, *, mode: str, training: dict) -> dict:
     source = training.get("source") if isinstance(training, dict) else None
     if mode == "retrain":
         _, val = data.split()
-        return {
-            "images": data.train_images[val],
-            "labels": data.train_labels[val],
-            "name": f"the grader's validation split ({len(val):,} training images, 100 per class)",
-            "short": "validation split",
-            "reason": "the grader retrained your model on the other training images",
-        }
+        return _training_images(
+            data,
+            val,
+            f"the grader's validation split ({len(val):,} training images, 100 per class)",
+            "validation split",
+            "the grader retrained your model on the other training images",
+        )
     num_val = training.get("num_val") if source == "grader split" else None
     if isinstance(num_val, int) and 0 < num_val <= 10_000 and num_val % len(cifar.CLASSES) == 0:
         _, val = data.split(num_val)
-        return {
-            "images": data.train_images[val],
-            "labels": data.train_labels[val],
-            "name": f"your validation split ({len(val):,} training images that assignment_loaders holds out)",
-            "short": "validation split",
-            "reason": "your loader_train trains on the other training images",
-        }
+        return _training_images(
+            data,
+            val,
+            f"your validation split ({len(val):,} training images that assignment_loaders holds out)",
+            "validation split",
+            "your loader_train trains on the other training images",
+        )
     if source == "torchvision" and training.get("train") is False:
         _, val = data.split()
-        return {
-            "images": data.train_images[val],
-            "labels": data.train_labels[val],
-            "name": f"the grader's validation split ({len(val):,} training images)",
-            "short": "validation split",
-            "reason": "your loader_train draws the test set, so the test set cannot judge it",
-        }
+        return _training_images(
+            data,
+            val,
+            f"the grader's validation split ({len(val):,} training images)",
+            "validation split",
+            "your loader_train draws the test set, so the test set cannot judge it",
+        )
     mask = _trained_mask(training.get("runs"), len(data.train_labels)) if source == "torchvision" else None
     if mask is None:
         return {
@@ -171,12 +171,23 @@ def evaluation_set(data: cifar.CIFAR10, *, mode: str, training: dict) -> dict:
         }
     if len(held) < 100 or not cifar.is_class_balanced(data.train_labels[held]):
         return {**test, "reason": f"your validation slice ({slice_name}) is too small or not class-balanced"}
+    return _training_images(
+        data,
+        held,
+        f"your validation slice ({slice_name})",
+        "validation slice",
+        f"your loader_train trains on training images {trained} only",
+    )
+
+
+def _training_images(data: cifar.CIFAR10, indices: torch.Tensor, name: str, short: str, reason: str) -> dict:
+    """Some training images as the judged set, with what to call them and why."""
     return {
-        "images": data.train_images[held],
-        "labels": data.train_labels[held],
-        "name": f"your validation slice ({slice_name})",
-        "short": "validation slice",
-        "reason": f"your loader_train trains on training images {trained} only",
+        "images": data.train_images[indices],
+        "labels": data.train_labels[indices],
+        "name": name,
+        "short": short,
+        "reason": reason,
     }
 
 
