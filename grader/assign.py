@@ -2,7 +2,7 @@
 
 Each answer is written once, in ``reference_solution`` between ``# BEGIN SOLUTION Qn``
 and ``# END SOLUTION``. The notebook's text and cell order live in
-``templates/assignment.py.j2`` (percent format: ``# %%`` starts a cell), which pulls in
+``assignments/cifar10/template.py.j2`` (percent format: ``# %%`` starts a cell), which pulls in
 reference code with ``source(name)`` and answers with ``region("Qn")``. Rendering it
 with the answers removed gives the student template; with the answers kept, the filled
 example. ``grade assign`` writes both forms (notebook and module); ``grade assign
@@ -123,12 +123,12 @@ def render_script(*, filled: bool, root: Path | None = None) -> str:
     root = root or _project_root()
     sources = Sources(root)
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "assignments" / "cifar10"),
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
-    template = env.get_template("assignment.py.j2")
+    template = env.get_template("template.py.j2")
     return template.render(
         source=lambda name: transform_regions(sources.definition(name), filled=filled),
         region=lambda q: "\n".join(_marked(q, sources.region(q), "", filled=filled)),

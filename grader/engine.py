@@ -18,30 +18,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import __version__
 from .bounds import bound_result
-from .checks import CheckSpec, Outcome, all_checks, probe_generator
-from .results import CellRun, CheckResult, SubmissionResult, where
+from .checks import CheckFailed, CheckSpec, Context, DataUnavailable, Outcome, all_checks
+from .results import CellRun, CheckResult, SubmissionResult
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, OutOfTurn, StudentError, Worker, WorkerError, WorkerTimeout
 from .submission import InvalidSubmission, Submission, content_hash, load_submission, submission_name
 
 WORKER_SEED = 0  # the student's own code always runs from the same seed
-
-
-class DataUnavailable(Exception):
-    """A check needs CIFAR-10 and none was provided."""
-
-
-class CheckFailed(Exception):
-    """A check cannot proceed; the message explains why to the student."""
-
-    def __init__(self, message: str, details: dict | None = None, status: str = "failed"):
-        super().__init__(message)
-        self.details = details or {}
-        self.status = status
 
 
 class BudgetSpent(Exception):
@@ -207,153 +192,6 @@ class StudentSession:
     def close(self) -> None:
         if self.worker is not None:
             self.worker.close()
-
-
-class Context:
-    """What a check may use: the worker, the reference, the dataset, its random inputs."""
-
-    def __init__(
-        self, *, session: StudentSession, run_seed: int, data_loader, results: SubmissionResult, rubric: Rubric
-    ):
-        self.session = session
-        self.rubric = rubric  # Question 7 reads its threshold policy here
-        self.run_seed = run_seed
-        self._data_loader = data_loader
-        self._data = None
-        self.result = results
-        self.spec: CheckSpec | None = None
-        self._captures: dict[str, Any] = {}
-        self._constructed: dict[tuple, Any] = {}
-        self.shared: dict[str, Any] = {}  # values one check computes and another reuses
-        self.retrain_seconds = 0.0  # retraining Question 7 has its own budget (Limits.train_seconds)
-        self.retrain = True  # False: Question 7 without a checkpoint is not checked (the self-check)
-
-    # -- for checks --------------------------------------------------------------------
-
-    @property
-    def rng(self):
-        return probe_generator(self.run_seed, self.spec.id if self.spec else "")
-
-    def probe(self, op: str, *, timeout: float | None = None, **args: Any) -> Any:
-        if timeout is None:
-            timeout = self.spec.timeout if self.spec else 60.0
-        return self.session.probe(op, timeout=timeout, **args)
-
-    @property
-    def reference(self):
-        import reference_solution
-
-        return reference_solution
-
-    @property
-    def data(self):
-        # Loaded on first use (checks that need no data never pay for it), then kept.
-        if self._data is None:
-            self._data = self._data_loader() if self._data_loader else None
-        if self._data is None:
-            raise DataUnavailable()
-        return self._data
-
-    def capture(self, question: str) -> dict:
-        """What the question's cell handed to training; CheckFailed if nothing was."""
-        if question not in self._captures:
-            self._captures[question] = self.probe("describe_capture", question=question)
-            self._note_repeats(question, self._captures[question])
-        found = self._captures[question]
-        if not found.get("found"):
-            raise CheckFailed(self.missing_capture_message(question))
-        return found
-
-    def _note_repeats(self, question: str, found: dict) -> None:
-        """A question answered more than once (a cell re-run with other settings): the
-        last one is graded, and the report says so."""
-        cells = found.get("cells") if isinstance(found.get("cells"), list) else []
-        if len(cells) > 1:
-            labels = {c.index: c.label for c in self.session.submission.cells}
-            where = ", ".join(dict.fromkeys(labels.get(c, f"cell {c}") for c in cells[:10] if isinstance(c, int)))
-            self.result.notes.append(
-                f"{question} was handed to training {len(cells)} times ({where}); the last one is graded"
-            )
-
-    def construct(self, name: str, args: list, *, seed: int = 0, install: dict | None = None) -> dict:
-        """Instantiate a student class in the worker (cached); CheckFailed if it fails.
-        ``install`` replaces some of its layers by specified ones (see probes.construct)."""
-        key = (name, tuple(args), seed, repr(install))
-        if key not in self._constructed:
-            handle = f"{name}{list(args)}@{seed}" + (f"+{len(self._constructed)}" if install else "")
-            try:
-                out = self.probe(
-                    "construct", name=name, args=list(args), kwargs={}, seed=seed, handle=handle, install=install
-                )
-            except StudentError as exc:
-                self._constructed[key] = exc
-            else:
-                out["handle"] = handle
-                self._constructed[key] = out
-        value = self._constructed[key]
-        if isinstance(value, StudentError):
-            raise CheckFailed(
-                f"{name}({', '.join(map(str, args))}) raised {value}", {"error": value.info}, status="error"
-            )
-        return value
-
-    def where(self, info: dict) -> str:
-        """ " (cell 12, line 3)" for an error raised in the student's code, else ""."""
-        found = where(info, {c.index: c.label for c in self.session.submission.cells})
-        return f" ({found})" if found else ""
-
-    def require_answer(self, question: str) -> None:
-        """Skip a check of provided code whose question has no answer yet: the helper
-        only matters once the question uses it (and an empty template earns nothing)."""
-        # The template's placeholders say which question they stand for, so an unanswered
-        # question is known by its message even where no cell is labelled (a plain module).
-        placeholder = f"Question {question[1:]} is not answered"
-        for run in self.result.cells:
-            error = run.error or {}
-            if error.get("type") == "NotImplementedError" and (
-                question in run.questions or placeholder in str(error.get("message", ""))
-            ):
-                raise CheckFailed(f"not graded: Question {question[1:]} is not answered yet", status="skipped")
-        if any(question in run.questions and run.error for run in self.result.cells):
-            return  # a cell that raised another error holds a wrong answer, not a missing one
-        if question == "Q1":
-            x = torch.ones(2, 3, 32, 32)
-            params = [torch.ones(s) * 0.01 for s in ((2, 3, 5, 5), (2,), (2, 2, 3, 3), (2,), (2 * 32 * 32, 10), (10,))]
-            try:
-                out = self.probe("call_function", name="three_layer_convnet", args=[x, params])["output"]
-            except StudentError as exc:  # a wrong answer that raises is still an answer
-                out = {"is_tensor": exc.info.get("type") not in ("NotImplementedError", "LookupError")}
-            answered = out.get("is_tensor", False)
-        elif question == "Q2":
-            answered = any(p.get("is_tensor") for p in self.capture(question).get("params", []))
-        else:
-            try:
-                answered = self.capture(question).get("model", {}).get("is_module", False)
-            except CheckFailed:  # nothing was handed to training: nothing uses the helper yet
-                answered = False
-        if not answered:
-            raise CheckFailed(f"not graded: Question {question[1:]} is not answered yet", status="skipped")
-
-    def cell_error(self, question: str) -> str | None:
-        """A sentence about the first failing cell of a question, if any."""
-        for run in self.result.cells:
-            if question in run.questions and run.status != "ok" and run.error:
-                where = run.label + (f", line {run.error.get('line')}" if run.error.get("line") else "")
-                return f"{where} raised {run.error.get('type')}: {run.error.get('message')}"
-        return None
-
-    def missing_capture_message(self, question: str) -> str:
-        cells = [r for r in self.result.cells if question in r.questions]
-        what = {
-            "Q2": "train_part2(three_layer_convnet, params, learning_rate) was never called",
-            "Q5": "train_part34(model, optimizer) was never called with a ThreeLayerConvNet model",
-            "Q6": "train_part34(model, optimizer) was never called with an nn.Sequential of convolutions",
-            "Q7": "no model was handed to training for Question 7 and best_model is not a model",
-        }.get(question, f"nothing was captured for {question}")
-        if not cells:
-            return what
-        problem = self.cell_error(question)
-        return f"{what}: {problem}" if problem else what
 
 
 def module_stop_notes(name: str, runs: list[CellRun]) -> list[str]:

@@ -1,6 +1,6 @@
 """The rubric: points and visibility of every check, read from one TOML file.
 
-The default, ``grader/rubric.toml``, totals 100. An instructor copies it, edits the
+The default, ``grader/assignments/cifar10/rubric.toml``, totals 100. An instructor copies it, edits the
 numbers and passes ``--rubric FILE``. Every check the grader knows must appear in the
 file and every entry must name a known check, so a typo cannot silently drop points.
 """
@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_RUBRIC = Path(__file__).with_name("rubric.toml")
+DEFAULT_RUBRIC = Path(__file__).parent / "assignments" / "cifar10" / "rubric.toml"
 VISIBILITIES = ("visible", "hidden")
 
 

@@ -38,7 +38,7 @@ grade = "grader.cli:main"
 include = ["grader*"]
 
 [tool.setuptools.package-data]
-grader = ["*.toml", "templates/*"]
+grader = ["*.toml", "templates/*", "assignments/*/*.toml", "assignments/*/*.j2"]
 """
 
 

@@ -80,7 +80,7 @@ class Payload:
 
 
 def test_wilson_interval_matches_the_usual_half_width():
-    from grader.checks.challenge import wilson_interval
+    from grader.assignments.cifar10.checks.challenge import wilson_interval
 
     lo, hi = wilson_interval(700, 1000)
     assert hi - lo == pytest.approx(2 * 0.0284, abs=0.002)  # about +-2.8 points at 70% on 1,000 images
@@ -311,7 +311,7 @@ def official_order_data(first_labels: list[int]) -> CIFAR10:
 
 
 def test_the_cs231n_validation_slice_is_used_on_data_in_the_official_order():
-    from grader.checks.challenge import evaluation_set
+    from grader.assignments.cifar10.checks.challenge import evaluation_set
     from grader.data import CANONICAL_FIRST_LABELS
 
     data = official_order_data(list(CANONICAL_FIRST_LABELS))
@@ -339,7 +339,7 @@ def test_the_cs231n_validation_slice_is_used_on_data_in_the_official_order():
     ],
 )
 def test_the_judged_images_follow_what_the_loaders_train_on(training, expected):
-    from grader.checks.challenge import evaluation_set
+    from grader.assignments.cifar10.checks.challenge import evaluation_set
     from grader.data import CANONICAL_FIRST_LABELS
 
     judged = evaluation_set(official_order_data(list(CANONICAL_FIRST_LABELS)), mode="checkpoint", training=training)
@@ -393,7 +393,7 @@ def rescore(result, rubric):
     """Judge the measured accuracy again under ``rubric`` (the measurement itself is reused)."""
     from types import SimpleNamespace
 
-    from grader.checks.challenge import validation_accuracy
+    from grader.assignments.cifar10.checks.challenge import validation_accuracy
 
     ctx = SimpleNamespace(shared={"challenge": dict(result.challenge)}, rubric=rubric)
     return validation_accuracy(ctx), ctx.shared["challenge"]

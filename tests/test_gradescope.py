@@ -27,6 +27,7 @@ from gradescope_schema import validate
 from grader import gradescope
 from grader.results import CheckResult, SubmissionResult
 from grader.results import gradescope as gradescope_json
+from grader.rubric import DEFAULT_RUBRIC
 from grader.sandbox import unreadable_by_others, worker_runtime
 
 EXAMPLES = examples_source.EXAMPLES
@@ -144,7 +145,11 @@ def test_the_zip_holds_what_gradescope_needs(image):
     wheel = next(n for n in names if n.endswith(".whl"))
     with zipfile.ZipFile(image.root / "source" / wheel) as zf:
         inside = set(zf.namelist())
-    assert {"grader/gradescope.py", "grader/rubric.toml", "reference_solution/__init__.py"} <= inside
+    assert {
+        "grader/gradescope.py",
+        "grader/assignments/cifar10/rubric.toml",
+        "reference_solution/__init__.py",
+    } <= inside
     assert not any("__pycache__" in n for n in inside)
 
 
@@ -222,7 +227,7 @@ def test_a_crash_inside_the_grader_becomes_a_results_file_without_traceback(tmp_
     """A grader that fails (here: its config.json is missing) writes every check with no
     points and the plain message; the traceback goes to stdout, which only instructors see."""
     (tmp_path / "source").mkdir()
-    shutil.copy(Path(gradescope.__file__).with_name("rubric.toml"), tmp_path / "source" / "rubric.toml")
+    shutil.copy(DEFAULT_RUBRIC, tmp_path / "source" / "rubric.toml")
     (tmp_path / "submission").mkdir()
     (tmp_path / "submission" / "hw.py").write_text("x = 1\n")
     doc = gradescope.run_autograder(root=tmp_path)

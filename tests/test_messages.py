@@ -3,8 +3,8 @@ position and where it belongs; a size hint names the number that is fixed."""
 
 from __future__ import annotations
 
-from grader.checks import spec
-from grader.checks.barebones import _size_hint
+from grader.assignments.cifar10.checks import spec
+from grader.assignments.cifar10.checks.barebones import _size_hint
 from grader.checks.compare import diff_layers
 from grader.results import question_ranges
 

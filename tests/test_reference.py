@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import reference_solution as ref
-from grader.checks import spec
+from grader.assignments.cifar10.checks import spec
 from grader.worker.probes import describe_module
 
 BATCHES = (1, 7, 64)

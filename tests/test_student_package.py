@@ -32,7 +32,11 @@ def test_the_student_wheel_has_the_self_check_and_no_answer(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         text = _normalized("\n".join(z.read(n).decode(errors="replace") for n in names if not n.endswith("/")))
-    assert "grader/selfcheck.py" in names and "grader/data.py" in names and "grader/rubric.toml" in names
+    assert (
+        "grader/selfcheck.py" in names
+        and "grader/data.py" in names
+        and "grader/assignments/cifar10/rubric.toml" in names
+    )
     assert not [n for n in names if n.startswith("reference_solution")]
     answers = _answers()
     assert len(answers) >= 7, "the answer key's answers were found"

@@ -22,10 +22,9 @@ import time
 
 import torch
 
-from .. import data as cifar
-from ..checkpoint import inspect_checkpoint, pick_checkpoint
-from ..engine import CheckFailed, Context
-from . import Outcome, check, probe_generator
+from grader import data as cifar
+from grader.checkpoint import inspect_checkpoint, pick_checkpoint
+from grader.checks import CheckFailed, Context, Outcome, check, probe_generator
 
 MAX_EPOCHS = 10
 Z95 = 1.959964

@@ -13,11 +13,12 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
-from ..engine import CheckFailed, Context
-from ..sandbox import StudentError
-from . import Outcome, check, spec
-from .compare import PARITY_RTOL, kaiming_std, layer_str, map_state, parity
-from .learning import judge_learning, module_run, notebook_dtype, substitution_note, worker_run
+from grader.checks import CheckFailed, Context, Outcome, check
+from grader.checks.compare import PARITY_RTOL, kaiming_std, layer_str, map_state, parity
+from grader.checks.learning import judge_learning, module_run, notebook_dtype, substitution_note, worker_run
+from grader.sandbox import StudentError
+
+from . import spec
 from .verify import answer_key_present, reported_weights_drive_outputs
 
 SPEC_ARGS = (3, 32, 16, 10)

@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from ..engine import Context
-from .compare import PARITY_RTOL, map_state, parity
+from grader.checks import Context
+from grader.checks.compare import PARITY_RTOL, map_state, parity
 
 
 def answer_key_present(ctx: Context) -> bool:

@@ -8,10 +8,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..engine import CheckFailed, Context
-from . import Outcome, check
-from .compare import PARITY_RTOL, kaiming_std, parity, shape_str
-from .learning import judge_learning, manual_sgd_run, notebook_dtype, substitution_note
+from grader.checks import CheckFailed, Context, Outcome, check
+from grader.checks.compare import PARITY_RTOL, kaiming_std, parity, shape_str
+from grader.checks.learning import judge_learning, manual_sgd_run, notebook_dtype, substitution_note
 
 PARAM_NAMES = ("conv_w1", "conv_b1", "conv_w2", "conv_b2", "fc_w", "fc_b")
 Q2_SHAPES = ((32, 3, 5, 5), (32,), (16, 32, 3, 3), (16,), (16 * 32 * 32, 10), (10,))

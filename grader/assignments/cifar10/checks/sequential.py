@@ -3,9 +3,10 @@ with SGD (lr 1e-2, momentum 0.9, Nesterov)."""
 
 from __future__ import annotations
 
-from ..engine import Context
-from . import Outcome, check, spec
-from .compare import diff_layers
+from grader.checks import Context, Outcome, check
+from grader.checks.compare import diff_layers
+
+from . import spec
 from .module_api import complete_capture, judge_forward, judge_gradients, learning, optimizer_settings, parity_run
 from .verify import answer_key_present
 

@@ -1,0 +1,1 @@
+"""The homework's checks, one module per part of the notebook."""
