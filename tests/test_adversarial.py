@@ -411,6 +411,69 @@ _probes.describe_module = _forged_describe
 """
 
 
+# The describers a hostile cell replaces: the functions the worker's probes describe
+# objects with. Each forgery reports the correct answer whatever the code holds.
+FORGE_Q2_PARAMS = """
+import sys, math, torch
+_probes = sys.modules["grader.worker.probes"]
+_real_capture = _probes.describe_capture
+
+def _forged_capture(rt, *, question):
+    found = _real_capture(rt, question=question)
+    if len(found.get("params") or []) == 6:
+        gen = torch.Generator().manual_seed(0)
+        shapes = [(32, 3, 5, 5), (32,), (16, 32, 3, 3), (16,), (16 * 32 * 32, 10), (10,)]
+        fans = [75, 0, 288, 0, 16 * 32 * 32, 0]
+        found["params"] = [
+            _probes.describe_tensor(
+                (torch.randn(s, generator=gen) * math.sqrt(2 / f) if f else torch.zeros(s)).requires_grad_()
+            )
+            for s, f in zip(shapes, fans)
+        ]
+    return found
+
+_probes.describe_capture = _probes.PROBES["describe_capture"] = _forged_capture
+"""
+
+FORGE_Q3_LAYERS = """
+import sys, copy
+_probes = sys.modules["grader.worker.probes"]
+_real_describe = _probes.describe_module
+
+def _forged_describe(model):
+    found = copy.deepcopy(_real_describe(model))
+    for leaf in found.get("leaves", []):
+        config = leaf["config"]
+        if leaf["kind"] == "Conv2d" and config["kernel_size"] == [5, 5]:
+            config["padding"] = [2, 2]
+        if leaf["kind"] == "Linear" and config["in_features"] % 900 == 0:
+            config["in_features"] = config["in_features"] // 900 * 1024
+            leaf["params"]["weight"] = [config["out_features"], config["in_features"]]
+    return found
+
+_probes.describe_module = _forged_describe
+"""
+
+FORGE_OPTIMIZER = """
+import sys
+_probes = sys.modules["grader.worker.probes"]
+_real_describe = _probes.describe_optimizer
+
+def _forged_describe(optimizer, model):
+    found = _real_describe(optimizer, model)
+    if found.get("is_optimizer"):
+        nesterov = found["groups"][0]["settings"].get("lr") == 1e-2  # Question 6's learning rate
+        found["type"], found["module"], found["missing"] = "SGD", "torch.optim.sgd", []
+        for group in found["groups"]:
+            group["settings"].update(
+                momentum=0.9 if nesterov else 0.0, nesterov=nesterov, dampening=0.0, weight_decay=0.0
+            )
+    return found
+
+_probes.describe_optimizer = _forged_describe
+"""
+
+
 def _template_with(mutation_name: str | None, extra_cell: str | None) -> str:
     import mutations
 
@@ -426,25 +489,44 @@ FORGERIES = {
     # name: (the honest bug, the forgery that hides it, questions, the check it targets)
     "kaiming": ("q3-no-kaiming-init", FORGE_KAIMING, {"Q3", "Q4"}, "Q3.kaiming_init"),
     "missing relu": ("q6-real-case-first-relu-missing", FORGE_RELU, {"Q6"}, "Q6.architecture"),
+    "q2 initialisation": ("q2-fan-in-from-the-wrong-axis", FORGE_Q2_PARAMS, {"Q2"}, "Q2.kaiming_init"),
+    "q2 biases": ("q2-biases-from-random-weight", FORGE_Q2_PARAMS, {"Q2"}, "Q2.zero_biases"),
+    "q2 requires grad": ("q2-no-requires-grad", FORGE_Q2_PARAMS, {"Q2"}, "Q2.requires_grad"),
+    "q3 layers": ("q3-padding-1-on-the-5x5-conv", FORGE_Q3_LAYERS, {"Q3"}, "Q3.layers"),
+    "q5 optimizer": ("q5-adam", FORGE_OPTIMIZER, {"Q5"}, "Q5.optimizer"),
+    "q6 optimizer": ("q6-no-nesterov", FORGE_OPTIMIZER, {"Q6"}, "Q6.optimizer"),
 }
+_CORRECT: dict[frozenset, object] = {}  # the correct submission's grades, by questions graded
 
 
 @pytest.mark.parametrize("name", list(FORGERIES))
 def test_a_forged_probe_result_earns_nothing(tmp_path, name):
-    """The submission replaces the worker's probes to describe the correct answer while
-    its code keeps the bug. The grader checks the description against the module's
-    behaviour and credits nothing; the honest correct answer still passes that check."""
+    """The submission replaces the worker's describers to describe the correct answer
+    while its code keeps the bug. The grader checks the description against behaviour:
+    the targeted check fails, the question earns no more than the bug alone does, and
+    the correct answer (whose description is true) keeps every point."""
     bug, forgery, questions, target = FORGERIES[name]
-    scores = {}
-    for label, mutation, extra in (("forged", bug, forgery), ("honest", None, None)):
+    results = {}
+    for label, mutation, extra in (("forged", bug, forgery), ("bug", bug, None), ("correct", None, None)):
+        if label == "correct" and frozenset(questions) in _CORRECT:
+            results[label] = _CORRECT[frozenset(questions)]
+            continue
         path = tmp_path / f"{label}.py"
         path.write_text(_template_with(mutation, extra))
-        result = grade(path, tmp_path / label, questions=questions)
-        assert result.status == "graded", result.reason
-        check = next(c for c in result.checks if c.id == target)
-        scores[label] = (check.status, check.message)
-    assert scores["forged"][0] == "failed", scores["forged"]
-    assert scores["honest"][0] == "passed", scores["honest"]
+        results[label] = grade(path, tmp_path / label, questions=questions)
+        assert results[label].status == "graded", results[label].reason
+    _CORRECT[frozenset(questions)] = results["correct"]
+    forged = next(c for c in results["forged"].checks if c.id == target)
+    assert forged.status == "failed", forged
+    assert "nothing was credited" in forged.message or forged.message == next(
+        c.message for c in results["bug"].checks if c.id == target
+    )
+    assert results["forged"].score <= results["bug"].score, [
+        (f.id, f.score, b.score) for f, b in zip(results["forged"].checks, results["bug"].checks) if f.score > b.score
+    ]
+    # (the learning checks are skipped here: they need the images, which these gradings are not given)
+    lost = [(c.id, c.message) for c in results["correct"].checks if c.score < c.max_score and c.status != "skipped"]
+    assert not lost, lost
 
 
 # -- 9. what the worker can see -------------------------------------------------------------------------

@@ -468,3 +468,30 @@ def module_outputs(rt: Runtime, *, target: dict, x: torch.Tensor) -> dict:
     model = copy.deepcopy(_target_model(rt, target)).double().eval()
     with rt.globals_bound(), torch.no_grad():
         return {"output": describe_tensor(model(x))}
+
+
+@probe
+def capture_forward(rt: Runtime, *, question: str, x: torch.Tensor, params: list | None = None) -> dict:
+    """The training function a question's cell handed over (``model_fn``), run on ``x``
+    with the captured parameters as they are, or with ``params`` when given; and whether
+    each captured parameter is a leaf that requires grad. What the parameters the worker
+    reported are checked against: the same function on both must agree."""
+    capture = rt.capture_for(question)
+    if capture is None:
+        raise LookupError(f"nothing was captured for {question}")
+    fn = capture.objects.get("model_fn")
+    captured = capture.objects.get("params")
+    if not callable(fn) or not isinstance(captured, list):
+        raise TypeError("the cell handed no training function and parameter list")
+    if params is None:
+        params = [p.detach() if isinstance(p, torch.Tensor) else p for p in captured]
+    out: dict[str, Any] = {
+        "trainable": [isinstance(p, torch.Tensor) and p.requires_grad and p.is_leaf for p in captured]
+    }
+    rt.reseed(0)  # a function that draws random numbers draws the same ones both times
+    try:
+        with rt.globals_bound(), torch.no_grad():
+            out["output"] = describe_tensor(fn(x, list(params)))
+    except Exception as exc:  # a failing forward pass is Question 1's to grade; here it is an observation
+        out["raised"] = type(exc).__name__
+    return out

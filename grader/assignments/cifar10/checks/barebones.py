@@ -12,6 +12,8 @@ from grader.checks import CheckFailed, Context, Outcome, check
 from grader.checks.compare import PARITY_RTOL, kaiming_std, parity, shape_str
 from grader.checks.learning import judge_learning, manual_sgd_run, notebook_dtype, substitution_note
 
+from .verify import reported_parameters_are_captured
+
 PARAM_NAMES = ("conv_w1", "conv_b1", "conv_w2", "conv_b2", "fc_w", "fc_b")
 Q2_SHAPES = ((32, 3, 5, 5), (32,), (16, 32, 3, 3), (16,), (16 * 32 * 32, 10), (10,))
 Q2_LEARNING_RATE = 3e-3
@@ -183,12 +185,20 @@ def flatten_helper(ctx: Context) -> Outcome:
 
 
 def _q2_params(ctx: Context) -> list[dict]:
+    """The six parameters as the worker describes them, once that description is shown
+    to be of the tensors the cell handed to training (see verify.py)."""
     capture = ctx.capture("Q2")
     params = capture.get("params") or []
     if len(params) != 6:
         raise CheckFailed(
             f"params should hold six tensors (conv_w1, conv_b1, conv_w2, conv_b2, fc_w, fc_b); found {len(params)}"
         )
+    if "q2_claims" not in ctx.shared:
+        ctx.shared["q2_claims"] = reported_parameters_are_captured(
+            ctx, question="Q2", params=params, dtype=notebook_dtype(capture)
+        )
+    if ctx.shared["q2_claims"]:
+        raise CheckFailed(ctx.shared["q2_claims"])
     return params
 
 

@@ -19,7 +19,7 @@ from grader.checks.learning import judge_learning, module_run, notebook_dtype, s
 from grader.sandbox import StudentError
 
 from . import spec
-from .verify import answer_key_present, reported_weights_drive_outputs
+from .verify import answer_key_present, described_layers_are_built, reported_weights_drive_outputs
 
 SPEC_ARGS = (3, 32, 16, 10)
 
@@ -183,6 +183,11 @@ def layers(ctx: Context) -> Outcome:
         "found": [layer_str(x) for x in _layers_with_params(built["model"]["leaves"])],
     }
     if ok:
+        # The layers are the worker's description: believed once the module computes
+        # what a module with those layers computes (see verify.py).
+        problem = described_layers_are_built(ctx, built, list(SPEC_ARGS))
+        if problem:
+            return Outcome(False, problem, details=details)
         return Outcome(True, f"ThreeLayerConvNet(3, 32, 16, 10) has {found}", details=details)
     return Outcome(
         False, "ThreeLayerConvNet(3, 32, 16, 10): " + "; ".join(problems) + f" (found {found})", details=details
@@ -201,6 +206,9 @@ def uses_arguments(ctx: Context) -> Outcome:
                 + "; ".join(problems)
                 + " — are sizes hard-coded instead of taken from the arguments?",
             )
+        problem = described_layers_are_built(ctx, built, list(args))
+        if problem:
+            return Outcome(False, f"ThreeLayerConvNet{args}: {problem}")
     return Outcome(True, "the layer sizes follow in_channel, channel_1, channel_2 and num_classes")
 
 
@@ -335,14 +343,23 @@ def optimizer_settings(ctx: Context, question: str, required: dict[str, float | 
         return Outcome(
             False, f"expected SGD({wanted}) over all parameters: " + "; ".join(dict.fromkeys(problems)), details=details
         )
+    # The settings are the worker's description: believed once two steps of the captured
+    # optimizer, with gradients chosen here, are the steps those settings take.
+    if not optimizer_steps(ctx, question, required).passed:
+        return Outcome(
+            False,
+            f"the optimizer reports SGD({wanted}) over all parameters, but its steps are not the steps of those "
+            "settings (two steps with the same gradients differ); nothing was credited",
+            details=details,
+        )
     return Outcome(
         True, f"SGD({wanted}) updates all {len(capture['model'].get('param_names', []))} parameters", details=details
     )
 
 
-def optimizer_steps(ctx: Context, question: str, settings: dict) -> Outcome:
+def optimizer_steps(ctx: Context, question: str, settings: dict, cls: type = torch.optim.SGD) -> Outcome:
     """Two steps of the captured optimizer with grader-chosen gradients equal two steps
-    of torch.optim.SGD with the required settings (two, so momentum shows)."""
+    of ``cls`` (torch.optim.SGD) with these settings (two, so momentum shows)."""
     capture = complete_capture(ctx, question)
     if not capture["optimizer"].get("is_optimizer"):
         raise CheckFailed(f"optimizer is a {capture['optimizer'].get('type')}, not a torch.optim optimizer")
@@ -354,7 +371,7 @@ def optimizer_steps(ctx: Context, question: str, settings: dict) -> Outcome:
     grads = [{n: torch.randn(state[n].shape, generator=gen) for n in names} for _ in range(2)]
     out = ctx.probe("optimizer_steps", question=question, grads=grads)
     params = {n: out["before"][n].clone().requires_grad_(True) for n in names}
-    reference = torch.optim.SGD(params.values(), **settings)
+    reference = cls(params.values(), **settings)
     for step in grads:
         for n, p in params.items():
             p.grad = step[n].to(p.dtype)
@@ -369,11 +386,13 @@ def optimizer_steps(ctx: Context, question: str, settings: dict) -> Outcome:
     if problems:
         return Outcome(
             False,
-            f"after two steps these parameters differ from SGD({wanted}): " + ", ".join(problems),
+            f"after two steps these parameters differ from {cls.__name__}({wanted}): " + ", ".join(problems),
             details={"rel_err": worst},
         )
     return Outcome(
-        True, f"two optimizer steps match SGD({wanted}) (relative error {worst:.2g})", details={"rel_err": worst}
+        True,
+        f"two optimizer steps match {cls.__name__}({wanted}) (relative error {worst:.2g})",
+        details={"rel_err": worst},
     )
 
 
@@ -427,7 +446,9 @@ def learning(ctx: Context, question: str, reference: torch.nn.Module, layers: li
             state, redrawn = _specified_init(ctx, model, state)
         reference.load_state_dict({r: state[s].float() for s, r in mapping.items()})
         rebuilt = _rebuild_optimizer(capture["optimizer"], reference)
-        if rebuilt is not None:
+        # Rebuilt from the worker's description: used only if the captured optimizer
+        # steps as the rebuilt one does; else the student's own objects train below.
+        if rebuilt is not None and optimizer_steps(ctx, question, dict(rebuilt.defaults), type(rebuilt)).passed:
             outcome = judge_learning(module_run(ctx, reference, rebuilt))
             substituted = ["forward pass: the specification's (graded in Q4)"] if question == "Q5" else []
             if redrawn:

@@ -13,8 +13,9 @@ import math
 
 import torch
 
-from grader.checks import Context
+from grader.checks import CheckFailed, Context
 from grader.checks.compare import PARITY_RTOL, map_state, parity
+from grader.sandbox import StudentError
 
 
 def answer_key_present(ctx: Context) -> bool:
@@ -42,8 +43,7 @@ def reported_weights_drive_outputs(
     if mapping is None:
         return None
     reference.load_state_dict({r: student[s].double() for s, r in mapping.items()})
-    gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=ctx.rng).item()))
-    x = torch.randn(5, 3, 32, 32, generator=gen, dtype=torch.float64)
+    x = torch.randn(5, 3, 32, 32, generator=_secret_generator(ctx), dtype=torch.float64)
     with torch.no_grad():
         expected = reference(x)
     out = ctx.probe("module_outputs", target={"handle": handle}, x=x)["output"]
@@ -55,3 +55,90 @@ def reported_weights_drive_outputs(
         "the weights your module reports are not the weights it computes with (its outputs on secret inputs "
         "differ from those of the same weights in the specified architecture); nothing was credited"
     )
+
+
+def _secret_generator(ctx: Context) -> torch.Generator:
+    return torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=ctx.rng).item()))
+
+
+def reported_parameters_are_captured(
+    ctx: Context, *, question: str, params: list[dict], dtype: torch.dtype
+) -> str | None:
+    """None if the parameters the worker reported for ``question`` are the ones its cell
+    handed to training: the cell's own training function, run on secret inputs with the
+    captured parameters and with the reported values, must give the same scores, and
+    each reported "leaf that requires grad" must be one. Else the problem in words.
+
+    Both runs use the student's function, so a mistake in it (Question 1) does not count
+    here; a function that raises on both cannot tell them apart and lets them through."""
+    values = [d.get("value") for d in params]
+    if not all(isinstance(v, torch.Tensor) for v in values):
+        return None  # not six tensors: the checks say so from the description itself
+    x = torch.randn(2, 3, 32, 32, generator=_secret_generator(ctx)).to(dtype)
+    try:
+        actual = ctx.probe("capture_forward", question=question, x=x)
+        claimed = ctx.probe("capture_forward", question=question, x=x, params=values)
+    except StudentError:  # no training function was handed over: nothing to compare with
+        return None
+    problem = (
+        "the parameters your cell reports are not the ones it handed to training (its training function "
+        "gives other scores on secret inputs with them than with the reported values); nothing was credited"
+    )
+    if "raised" in actual or "raised" in claimed:
+        return None if actual.get("raised") == claimed.get("raised") else problem
+    found, expected = actual["output"], claimed["output"]
+    if found.get("is_tensor") != expected.get("is_tensor"):
+        return problem
+    if found.get("is_tensor") and (
+        found["dtype"] != expected["dtype"] or not parity(found["value"], expected["value"], rtol=1e-6).ok
+    ):
+        return problem
+    reported = [bool(d.get("requires_grad") and d.get("is_leaf")) for d in params]
+    if reported != list(actual["trainable"]):
+        return (
+            "the parameters your cell reports as leaf tensors that require grad are not what it handed to "
+            "training; nothing was credited"
+        )
+    return None
+
+
+def described_layers_are_built(ctx: Context, built: dict, args: list) -> str | None:
+    """None if the layers the worker described for a constructed module are the layers
+    it holds: the same module with those layers rebuilt from the description (by the
+    grader's own layer factory) computes the same function, with the same random
+    weights, on secret inputs. Else the problem in words. Both use the student's forward
+    pass, so a mistake there (Question 4) does not count here; a forward pass that
+    raises on both cannot tell them apart and lets them through."""
+    leaves = [x for x in built["model"].get("leaves", []) if x["kind"] in ("Conv2d", "Linear") and x["path"]]
+    if not leaves:
+        return None
+    install = {x["path"]: {"kind": x["kind"], "config": x["config"]} for x in leaves}
+    problem = (
+        "the layers your constructor reports are not the layers it builds (the module computes another "
+        "function on secret inputs than the same module with the reported layers); nothing was credited"
+    )
+    try:
+        rebuilt = ctx.construct(built["model"]["type"], list(args), install=install)
+    except CheckFailed:
+        return problem  # the reported layers cannot even be built
+    gen = _secret_generator(ctx)
+    state = {
+        k: torch.randn(v.shape, generator=gen, dtype=torch.float64) * 0.1 if v.is_floating_point() else v
+        for k, v in built["state"].items()
+    }
+    x = torch.randn(3, 3, 32, 32, generator=gen, dtype=torch.float64)
+    outputs = []
+    for handle in (built["handle"], rebuilt["handle"]):
+        try:
+            out = ctx.probe("module_forward_backward", target={"handle": handle}, state=state, x=x, upstream=None)
+            outputs.append(out["output"])
+        except StudentError as exc:
+            outputs.append(exc.info.get("type"))
+    if isinstance(outputs[0], dict) and isinstance(outputs[1], dict):
+        same = (
+            outputs[0].get("is_tensor")
+            and outputs[1].get("is_tensor")
+            and parity(outputs[0]["value"], outputs[1]["value"], rtol=1e-9).ok
+        )
+        return None if same else problem
+    return None if outputs[0] == outputs[1] else problem
