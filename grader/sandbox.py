@@ -145,9 +145,11 @@ def bwrap_usable() -> bool:
 
 
 @functools.cache
-def worker_paths() -> list[str]:
+def worker_paths() -> list[list[str]]:
     """What a worker's Python reads, as its own set-up finds it (an -I interpreter with
-    the grader package alone on its path), for bubblewrap to expose read-only."""
+    the grader package alone on its path): the mount steps of runtime_paths in
+    worker/__main__.py, computed once per grading process, for bubblewrap or the
+    worker's own set-up to take."""
     package_parent = str(Path(__file__).resolve().parent.parent)
     code = (
         "import json, sys; sys.path.insert(0, sys.argv.pop(1)); "
@@ -289,6 +291,7 @@ class Worker:
             "memory": self.limits.memory_bytes,
             "scratch": self.limits.scratch_bytes,
             "uid": uid,
+            "steps": worker_paths() if self.isolated and not self.bwrap else None,
         }
         try:
             if mapped:
@@ -390,14 +393,23 @@ class Worker:
         # Scratch space first: Python or the grader may themselves live under /tmp.
         args += ["--size", str(scratch * 3 // 4), "--perms", "1777", "--tmpfs", "/tmp"]
         args += ["--dev", "/dev", "--size", str(scratch // 4), "--perms", "1777", "--tmpfs", "/dev/shm"]
-        expose = worker_paths()
-        for path in [*SYSTEM_DIRS, *ETC_FILES, *expose]:
+        steps = worker_paths()
+        expose = [s[1] for s in steps if s[0] == "bind"]
+        for path in [*SYSTEM_DIRS, *ETC_FILES]:
             if not os.path.lexists(path):
                 continue
             if os.path.islink(path) and not any(path == e or path.startswith(e + "/") for e in expose):
                 args += ["--symlink", os.readlink(path), path]  # /bin -> usr/bin on merged-/usr systems
             else:
                 args += ["--ro-bind", path, path]
+        for step in steps:  # the interpreter, its libraries, the student's site-packages, the grader
+            if step[0] == "link":
+                args += ["--symlink", step[2], step[1]]
+            elif step[0] == "empty":
+                args += ["--size", str(1 << 20), "--tmpfs", step[1]]
+            elif os.path.lexists(step[1]):
+                args += ["--ro-bind", step[1], step[1]]
+        args += [a for s in steps if s[0] == "empty" for a in ("--remount-ro", s[1])]
         if self.gpu:
             args += [
                 a

@@ -572,6 +572,53 @@ def test_the_hidden_paths_are_not_in_the_workers_command_line(tmp_path):
         assert "SYS False" in out["stdout"], "/sys describes the host; only a GPU worker needs it"
 
 
+SNOOP_CELL = """
+import importlib, os, sys
+for name in ("pytest", "_pytest", "IPython", "dask"):
+    try:
+        importlib.import_module(name)
+        print("IMPORTED", name)
+    except ImportError:
+        print("ABSENT", name)
+for folder in sys.path:
+    if os.path.isdir(folder) and folder.endswith(("site-packages", "dist-packages")):
+        print("LISTED", folder, sorted(os.listdir(folder)))
+"""
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "unshare"])
+def test_the_worker_sees_only_the_libraries_student_code_needs(tmp_path, monkeypatch, sandbox):
+    """The whole Python installation was visible: any installed package could be imported
+    and site-packages listed (the grader's and the instructor's tools with it). Now only
+    torch, torchvision, numpy, PIL, what they require and the grader package are there,
+    and a normal submission grades as before."""
+    import importlib.util
+
+    from grader.sandbox import bwrap_usable, namespaces_available
+    from grader.worker.__main__ import STUDENT_DISTRIBUTIONS, _distribution_paths
+
+    monkeypatch.setenv("GRADER_SANDBOX", sandbox)
+    if not namespaces_available() or (sandbox == "bwrap" and not bwrap_usable()):
+        pytest.skip(f"{sandbox} is not usable here (without namespaces the worker's filesystem is the host's)")
+    # pytest runs this test, so it is installed; nothing the student's libraries need requires it.
+    assert importlib.util.find_spec("pytest") is not None
+    needed = {Path(p).name for p in _distribution_paths(STUDENT_DISTRIBUTIONS)}
+    assert "pytest" not in needed and "_pytest" not in needed and "torch" in needed
+    path = tmp_path / "student.py"
+    path.write_text(module(CORRECT_Q1, SNOOP_CELL))
+    result = grade(path, tmp_path / "out")
+    assert result.status == "graded", result.reason
+    assert any(n.startswith("sandbox: bubblewrap" if sandbox == "bwrap" else "sandbox: Linux") for n in result.notes)
+    stdout = "".join(c.stdout for c in result.cells)
+    assert "ABSENT pytest" in stdout and "ABSENT _pytest" in stdout, stdout
+    for name in ("dask", "IPython"):  # absent, or needed by the student's libraries where installed
+        assert f"ABSENT {name}" in stdout or name in needed, stdout
+    listed = [line for line in stdout.splitlines() if line.startswith("LISTED")]
+    assert listed and any("'torch'" in line for line in listed), stdout
+    assert not any("pytest" in line or "reference_solution" in line for line in listed), listed
+    assert result.score == result.max_score
+
+
 # -- 5. process and disk limits that hold for root ------------------------------------------------------
 
 FORK_BOMB = """

@@ -39,17 +39,19 @@ def _mount(libc, source, target: str, fstype, flags: int, data=None) -> None:
         raise OSError(ctypes.get_errno(), f"cannot mount {target}")
 
 
-def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool, scratch: int) -> None:
+def build_root(root: str, *, steps: list[list[str]], hide: list[str], gpu: bool, scratch: int) -> None:
     """Make ``root`` (a fresh tmpfs) the worker's whole filesystem and switch to it.
 
     It holds, read-only and at their usual paths, only what running Python and the grader
-    needs (``expose``: the interpreter, its libraries, the grader package) and the
-    system's libraries; plus a private writable /tmp and /dev/shm. The answer key, other
-    submissions, reports, the dataset, the home folder and every socket are simply not
-    there. ``hide`` covers anything private that lies inside an exposed folder (the answer
-    key installed in site-packages, say). Only possible as root of a private mount
-    namespace (``unshare --user --mount``); the old root is detached afterwards.
+    needs (``steps``, from runtime_paths: the interpreter, its libraries, the student's
+    libraries, the grader package) and the system's libraries; plus a private writable
+    /tmp and /dev/shm. The answer key, other submissions, reports, the dataset, the home
+    folder, the other site-packages and every socket are simply not there. ``hide``
+    covers anything private that lies inside an exposed folder (the answer key installed
+    in /usr, say). Only possible as root of a private mount namespace (``unshare --user
+    --mount``); the old root is detached afterwards.
     """
+    expose = [s[1] for s in steps if s[0] == "bind"]
     libc = _libc()
     # Mounts made here must not propagate back to the parent namespace.
     _mount(libc, b"none", "/", None, MS_REC | MS_PRIVATE)
@@ -65,10 +67,21 @@ def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool, scra
         devices.append("/sys")
         # The GPU driver's libraries, where the machine points at them (read-only like the rest).
         devices += [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p.startswith("/")]
-    for path in [*SYSTEM_DIRS, *ETC_FILES, *devices, *expose]:
+    emptied = []
+    for step in [*(["bind", p] for p in [*SYSTEM_DIRS, *ETC_FILES, *devices]), *steps]:
+        path, target = step[1], root + step[1]
+        if step[0] == "link":
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.lexists(target):
+                os.symlink(step[2], target)
+            continue
+        if step[0] == "empty":  # writable until what belongs in it is bound there
+            os.makedirs(target, exist_ok=True)
+            _mount(libc, b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=755")
+            emptied.append(target)
+            continue
         if not os.path.lexists(path):
             continue
-        target = root + path
         if os.path.islink(path) and not any(path == e or path.startswith(e + "/") for e in expose):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if not os.path.lexists(target):
@@ -81,6 +94,8 @@ def build_root(root: str, *, expose: list[str], hide: list[str], gpu: bool, scra
             open(target, "a").close()
         _mount(libc, os.fsencode(path), target, None, MS_BIND | MS_REC)
         read_only(libc, target)
+    for target in emptied:
+        read_only(libc, target, recursive=False)
     for path in hide:
         if os.path.isdir(root + path):
             _mount(libc, b"tmpfs", root + path, b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, b"size=4k")
@@ -115,17 +130,86 @@ def read_only(libc, path: str, *, recursive: bool = True) -> None:
         raise OSError(ctypes.get_errno(), f"cannot make {path} read-only")
 
 
-def runtime_paths() -> list[str]:
-    """What this worker runs on: the interpreter's installation and libraries, and the
-    grader package alone (not the project folder around it, which holds the answer key)."""
+# The installed distributions a student's code may import (the notebook's libraries),
+# exposed with everything they require by their metadata. The rest of site-packages
+# (the grader's own dependencies, the instructor's tools) is not in the worker's filesystem.
+STUDENT_DISTRIBUTIONS = ("torch", "torchvision", "numpy", "pillow")
+
+
+def runtime_paths() -> list[list[str]]:
+    """What this worker runs on, as mount steps to take in order: ``["bind", path]``
+    exposes a path read-only, ``["empty", folder]`` covers a folder with an empty one
+    (each site-packages folder, into which only what is needed is bound again), and
+    ``["link", path, target]`` places a symbolic link (a venv's python and the links to
+    the interpreter). Exposed: the interpreter, its shared library and standard library;
+    of site-packages, STUDENT_DISTRIBUTIONS and what they require; the grader package
+    alone (not the project folder around it, which holds the answer key)."""
+    import site
+    import sysconfig
+
     import grader
 
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(grader.__file__)}
-    paths.update(p for p in sys.path if p and os.path.isdir(p) and not os.path.isdir(os.path.join(p, "grader")))
-    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
-    real = sorted({os.path.realpath(p) for p in paths} | paths)
-    # Keep only outermost folders: a folder inside another is already there.
-    return [p for p in real if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in real)]
+    steps: list[list[str]] = []
+    path = os.path.abspath(sys.executable)
+    while os.path.islink(path):
+        target = os.readlink(path)
+        steps.append(["link", path, target])
+        path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    steps.append(["bind", path])
+    if sys.prefix != sys.base_prefix:  # a venv: Python finds its base installation in pyvenv.cfg
+        steps.append(["bind", os.path.join(sys.prefix, "pyvenv.cfg")])
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):  # the interpreter's own shared library
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        names = (sysconfig.get_config_var("LDLIBRARY"), sysconfig.get_config_var("INSTSONAME"))
+        libs = {os.path.realpath(os.path.join(libdir, n)) for n in names if n}
+        steps += [["bind", lib] for lib in sorted(libs) if os.path.exists(lib)]
+    sites = {os.path.abspath(p) for p in [*site.getsitepackages(), *site.getsitepackages([sys.base_prefix])]}
+    sites.update(os.path.abspath(p) for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))
+    # The standard library and its extension modules (not the project folder the grader
+    # package was found in); the site-packages folders come next, emptied.
+    stdlib = [
+        os.path.abspath(p)
+        for p in sys.path
+        if os.path.isdir(p) and os.path.abspath(p) not in sites and not os.path.isdir(os.path.join(p, "grader"))
+    ]
+    steps += [["bind", p] for p in stdlib if not any(p.startswith(q + "/") for q in stdlib)]
+    steps += [["empty", p] for p in sorted(sites) if os.path.isdir(p)]
+    steps += [["bind", p] for p in sorted(_distribution_paths(STUDENT_DISTRIBUTIONS))]
+    steps.append(["bind", os.path.dirname(grader.__file__)])
+    return steps
+
+
+def _distribution_paths(roots: tuple[str, ...]) -> set[str]:
+    """The top-level entries in site-packages (packages, modules, their .libs and
+    .dist-info folders) of the distributions ``roots`` and of all they require, found
+    from the installed distributions' metadata; optional extras are left out."""
+    import re
+    from importlib import metadata
+
+    wanted, seen, paths = list(roots), set(), set()
+    while wanted:
+        name = re.sub(r"[-_.]+", "-", wanted.pop()).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # a requirement of another platform, say
+        for requirement in dist.requires or []:
+            spec, _, marker = requirement.partition(";")
+            found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+            if found and "extra" not in marker:
+                wanted.append(found.group(1))
+        base = str(dist.locate_file(""))
+        tops = {f.parts[0] for f in dist.files or [] if f.parts and f.parts[0] not in ("..", "__pycache__")}
+        if not dist.files:  # no RECORD: the names it declares, and its metadata folder
+            tops = set((dist.read_text("top_level.txt") or "").split())
+            tops = {e for e in os.listdir(base) if e.split(".")[0] in tops}
+            if getattr(dist, "_path", None):
+                tops.add(os.path.basename(str(dist._path)))
+        paths.update(os.path.join(base, t) for t in tops if os.path.lexists(os.path.join(base, t)))
+    return paths
 
 
 def drop_privileges(uid: int | None = None) -> None:
@@ -229,7 +313,8 @@ def main() -> None:
             raise ValueError("the set-up message could not be read")
         args = argparse.Namespace(**setup)
         if args.isolate and not args.bwrap:  # under bubblewrap, bwrap built it and dropped them
-            build_root(args.private, expose=runtime_paths(), hide=args.hide, gpu=args.gpu, scratch=args.scratch)
+            steps = getattr(args, "steps", None) or runtime_paths()  # the grader computes them once
+            build_root(args.private, steps=steps, hide=args.hide, gpu=args.gpu, scratch=args.scratch)
             drop_privileges(args.uid)
         elif args.uid is not None:  # root without namespaces: become a uid of no one
             from . import wire  # noqa: F401 - read as root, so that a failure below can still be reported
