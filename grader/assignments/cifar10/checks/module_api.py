@@ -185,7 +185,7 @@ def layers(ctx: Context) -> Outcome:
     if ok:
         # The layers are the worker's description: believed once the module computes
         # what a module with those layers computes (see verify.py).
-        problem = described_layers_are_built(ctx, built, list(SPEC_ARGS))
+        problem = described_layers_are_built(ctx, built, "ThreeLayerConvNet", list(SPEC_ARGS))
         if problem:
             return Outcome(False, problem, details=details)
         return Outcome(True, f"ThreeLayerConvNet(3, 32, 16, 10) has {found}", details=details)
@@ -206,7 +206,7 @@ def uses_arguments(ctx: Context) -> Outcome:
                 + "; ".join(problems)
                 + " — are sizes hard-coded instead of taken from the arguments?",
             )
-        problem = described_layers_are_built(ctx, built, list(args))
+        problem = described_layers_are_built(ctx, built, "ThreeLayerConvNet", list(args))
         if problem:
             return Outcome(False, f"ThreeLayerConvNet{args}: {problem}")
     return Outcome(True, "the layer sizes follow in_channel, channel_1, channel_2 and num_classes")

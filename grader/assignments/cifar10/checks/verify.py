@@ -102,11 +102,11 @@ def reported_parameters_are_captured(
     return None
 
 
-def described_layers_are_built(ctx: Context, built: dict, args: list) -> str | None:
-    """None if the layers the worker described for a constructed module are the layers
-    it holds: the same module with those layers rebuilt from the description (by the
-    grader's own layer factory) computes the same function, with the same random
-    weights, on secret inputs. Else the problem in words. Both use the student's forward
+def described_layers_are_built(ctx: Context, built: dict, name: str, args: list) -> str | None:
+    """None if the layers the worker described for ``built`` (``name(*args)`` from
+    ctx.construct) are the layers it holds: the same module with those layers rebuilt
+    from the description (by the grader's own layer factory) computes the same function,
+    with the same random weights, on secret inputs. Else the problem in words. Both use the student's forward
     pass, so a mistake there (Question 4) does not count here; a forward pass that
     raises on both cannot tell them apart and lets them through."""
     leaves = [x for x in built["model"].get("leaves", []) if x["kind"] in ("Conv2d", "Linear") and x["path"]]
@@ -118,7 +118,7 @@ def described_layers_are_built(ctx: Context, built: dict, args: list) -> str | N
         "function on secret inputs than the same module with the reported layers); nothing was credited"
     )
     try:
-        rebuilt = ctx.construct(built["model"]["type"], list(args), install=install)
+        rebuilt = ctx.construct(name, list(args), install=install)
     except CheckFailed:
         return problem  # the reported layers cannot even be built
     gen = _secret_generator(ctx)
