@@ -106,9 +106,9 @@ def described_layers_are_built(ctx: Context, built: dict, name: str, args: list)
     """None if the layers the worker described for ``built`` (``name(*args)`` from
     ctx.construct) are the layers it holds: the same module with those layers rebuilt
     from the description (by the grader's own layer factory) computes the same function,
-    with the same random weights, on secret inputs. Else the problem in words. Both use the student's forward
-    pass, so a mistake there (Question 4) does not count here; a forward pass that
-    raises on both cannot tell them apart and lets them through."""
+    with the same random weights, on secret inputs. Else the problem in words. Both use
+    the student's forward pass, so a mistake there (Question 4) does not count here; a
+    forward pass that raises on both cannot tell them apart and lets them through."""
     leaves = [x for x in built["model"].get("leaves", []) if x["kind"] in ("Conv2d", "Linear") and x["path"]]
     if not leaves:
         return None
