@@ -454,6 +454,26 @@ def _forged_describe(model):
 _probes.describe_module = _forged_describe
 """
 
+FORGE_Q5_MODEL = """
+import sys
+_probes = sys.modules["grader.worker.probes"]
+_real_capture = _probes.describe_capture
+_channels = {12: 32, 8: 16}
+
+def _forged_capture(rt, *, question):
+    found = _real_capture(rt, question=question)
+    for leaf in (found.get("model") or {}).get("leaves", []):
+        config = leaf["config"]
+        for key in ("in_channels", "out_channels"):
+            if key in config:
+                config[key] = _channels.get(config[key], config[key])
+        if config.get("in_features") == 8 * 32 * 32:
+            config["in_features"] = 16 * 32 * 32
+    return found
+
+_probes.describe_capture = _probes.PROBES["describe_capture"] = _forged_capture
+"""
+
 FORGE_OPTIMIZER = """
 import sys
 _probes = sys.modules["grader.worker.probes"]
@@ -493,6 +513,7 @@ FORGERIES = {
     "q2 biases": ("q2-biases-from-random-weight", FORGE_Q2_PARAMS, {"Q2"}, "Q2.zero_biases"),
     "q2 requires grad": ("q2-no-requires-grad", FORGE_Q2_PARAMS, {"Q2"}, "Q2.requires_grad"),
     "q3 layers": ("q3-padding-1-on-the-5x5-conv", FORGE_Q3_LAYERS, {"Q3"}, "Q3.layers"),
+    "q5 model": ("q5-channels-12-8-from-the-sanity-test", FORGE_Q5_MODEL, {"Q5"}, "Q5.model"),
     "q5 optimizer": ("q5-adam", FORGE_OPTIMIZER, {"Q5"}, "Q5.optimizer"),
     "q6 optimizer": ("q6-no-nesterov", FORGE_OPTIMIZER, {"Q6"}, "Q6.optimizer"),
 }

@@ -185,12 +185,23 @@ def layers(ctx: Context) -> Outcome:
     if ok:
         # The layers are the worker's description: believed once the module computes
         # what a module with those layers computes (see verify.py).
-        problem = described_layers_are_built(ctx, built, "ThreeLayerConvNet", list(SPEC_ARGS))
+        problem = _layers_verified(ctx, built, SPEC_ARGS)
         if problem:
             return Outcome(False, problem, details=details)
         return Outcome(True, f"ThreeLayerConvNet(3, 32, 16, 10) has {found}", details=details)
     return Outcome(
         False, "ThreeLayerConvNet(3, 32, 16, 10): " + "; ".join(problems) + f" (found {found})", details=details
+    )
+
+
+def _layers_verified(ctx: Context, built: dict, args: tuple) -> str | None:
+    return described_layers_are_built(
+        ctx,
+        target={"handle": built["handle"]},
+        model=built["model"],
+        state=built["state"],
+        name="ThreeLayerConvNet",
+        args=list(args),
     )
 
 
@@ -206,7 +217,7 @@ def uses_arguments(ctx: Context) -> Outcome:
                 + "; ".join(problems)
                 + " — are sizes hard-coded instead of taken from the arguments?",
             )
-        problem = described_layers_are_built(ctx, built, "ThreeLayerConvNet", list(args))
+        problem = _layers_verified(ctx, built, args)
         if problem:
             return Outcome(False, f"ThreeLayerConvNet{args}: {problem}")
     return Outcome(True, "the layer sizes follow in_channel, channel_1, channel_2 and num_classes")
@@ -547,6 +558,17 @@ def model(ctx: Context) -> Outcome:
         own_ok = same_layers(ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))["model"]["leaves"], found["leaves"])[0]
     layers_text = ", ".join(layer_str(x) for x in _layers_with_params(found["leaves"]))
     if spec_ok or own_ok:
+        # The layers are the worker's description of the captured model (see verify.py).
+        problem = described_layers_are_built(
+            ctx,
+            target={"question": "Q5"},
+            model=found,
+            state=capture["state"],
+            name="ThreeLayerConvNet",
+            args=list(SPEC_ARGS),
+        )
+        if problem:
+            return Outcome(False, problem)
         return Outcome(True, f"a {found['type']} with {layers_text}")
     return Outcome(
         False,

@@ -102,35 +102,38 @@ def reported_parameters_are_captured(
     return None
 
 
-def described_layers_are_built(ctx: Context, built: dict, name: str, args: list) -> str | None:
-    """None if the layers the worker described for ``built`` (``name(*args)`` from
-    ctx.construct) are the layers it holds: the same module with those layers rebuilt
-    from the description (by the grader's own layer factory) computes the same function,
-    with the same random weights, on secret inputs. Else the problem in words. Both use
-    the student's forward pass, so a mistake there (Question 4) does not count here; a
+def described_layers_are_built(
+    ctx: Context, *, target: dict, model: dict, state: dict[str, torch.Tensor], name: str, args: list
+) -> str | None:
+    """None if the layers the worker described (``model``) for the module ``target`` (a
+    constructed one's handle, or a question's captured model, an instance of the class
+    ``name``) are the layers it holds: ``name(*args)`` with those layers rebuilt from
+    the description (by the grader's own layer factory) computes the same function, with
+    the same random weights, on secret inputs. Else the problem in words. Both use the
+    student's forward pass, so a mistake there (Question 4) does not count here; a
     forward pass that raises on both cannot tell them apart and lets them through."""
-    leaves = [x for x in built["model"].get("leaves", []) if x["kind"] in ("Conv2d", "Linear") and x["path"]]
-    if not leaves:
+    leaves = [x for x in model.get("leaves", []) if x["kind"] in ("Conv2d", "Linear") and x["path"]]
+    if not leaves or model.get("type") != name:
         return None
     install = {x["path"]: {"kind": x["kind"], "config": x["config"]} for x in leaves}
     problem = (
-        "the layers your constructor reports are not the layers it builds (the module computes another "
-        "function on secret inputs than the same module with the reported layers); nothing was credited"
+        "the layers your code reports are not the layers the module holds (it computes another function "
+        "on secret inputs than the same module with the reported layers); nothing was credited"
     )
     try:
         rebuilt = ctx.construct(name, list(args), install=install)
     except CheckFailed:
         return problem  # the reported layers cannot even be built
     gen = _secret_generator(ctx)
-    state = {
+    weights = {
         k: torch.randn(v.shape, generator=gen, dtype=torch.float64) * 0.1 if v.is_floating_point() else v
-        for k, v in built["state"].items()
+        for k, v in state.items()
     }
     x = torch.randn(3, 3, 32, 32, generator=gen, dtype=torch.float64)
     outputs = []
-    for handle in (built["handle"], rebuilt["handle"]):
+    for where in (target, {"handle": rebuilt["handle"]}):
         try:
-            out = ctx.probe("module_forward_backward", target={"handle": handle}, state=state, x=x, upstream=None)
+            out = ctx.probe("module_forward_backward", target=where, state=weights, x=x, upstream=None)
             outputs.append(out["output"])
         except StudentError as exc:
             outputs.append(exc.info.get("type"))
