@@ -4,7 +4,8 @@ A worker is ``python -I -m grader.worker`` in a subprocess. Where Linux allows
 unprivileged namespaces it runs inside bubblewrap (``bwrap``, where installed) or
 ``unshare`` (then it builds its filesystem itself): its own user, mount, network and
 PID namespaces, so it has no network, and a filesystem of its own that holds only
-Python, the grader package and the system's libraries, read-only, plus a private /tmp
+Python with the student's libraries (torch, torchvision, numpy, PIL and what they
+require), the grader package and the system's libraries, read-only, plus a private /tmp
 (the reference solution, other submissions, reports, the dataset and its labels, the
 home folder and every socket are simply absent), and dies with all its children when
 killed. Elsewhere it is a plain
