@@ -438,10 +438,10 @@ _probes.describe_capture = _probes.PROBES["describe_capture"] = _forged_capture
 FORGE_Q3_LAYERS = """
 import sys, copy
 _probes = sys.modules["grader.worker.probes"]
-_real_describe = _probes.describe_module
+_real_describe_layers = _probes.describe_module
 
-def _forged_describe(model):
-    found = copy.deepcopy(_real_describe(model))
+def _forged_layers(model):
+    found = copy.deepcopy(_real_describe_layers(model))
     for leaf in found.get("leaves", []):
         config = leaf["config"]
         if leaf["kind"] == "Conv2d" and config["kernel_size"] == [5, 5]:
@@ -451,17 +451,17 @@ def _forged_describe(model):
             leaf["params"]["weight"] = [config["out_features"], config["in_features"]]
     return found
 
-_probes.describe_module = _forged_describe
+_probes.describe_module = _forged_layers
 """
 
 FORGE_Q5_MODEL = """
 import sys
 _probes = sys.modules["grader.worker.probes"]
-_real_capture = _probes.describe_capture
+_real_q5_capture = _probes.describe_capture
 _channels = {12: 32, 8: 16}
 
-def _forged_capture(rt, *, question):
-    found = _real_capture(rt, question=question)
+def _forged_q5_capture(rt, *, question):
+    found = _real_q5_capture(rt, question=question)
     for leaf in (found.get("model") or {}).get("leaves", []):
         config = leaf["config"]
         for key in ("in_channels", "out_channels"):
@@ -471,16 +471,16 @@ def _forged_capture(rt, *, question):
             config["in_features"] = 16 * 32 * 32
     return found
 
-_probes.describe_capture = _probes.PROBES["describe_capture"] = _forged_capture
+_probes.describe_capture = _probes.PROBES["describe_capture"] = _forged_q5_capture
 """
 
 FORGE_OPTIMIZER = """
 import sys
 _probes = sys.modules["grader.worker.probes"]
-_real_describe = _probes.describe_optimizer
+_real_describe_optimizer = _probes.describe_optimizer
 
-def _forged_describe(optimizer, model):
-    found = _real_describe(optimizer, model)
+def _forged_optimizer(optimizer, model):
+    found = _real_describe_optimizer(optimizer, model)
     if found.get("is_optimizer"):
         nesterov = found["groups"][0]["settings"].get("lr") == 1e-2  # Question 6's learning rate
         found["type"], found["module"], found["missing"] = "SGD", "torch.optim.sgd", []
@@ -490,32 +490,43 @@ def _forged_describe(optimizer, model):
             )
     return found
 
-_probes.describe_optimizer = _forged_describe
+_probes.describe_optimizer = _forged_optimizer
 """
 
 
-def _template_with(mutation_name: str | None, extra_cell: str | None) -> str:
+def _template_with(mutation_names: tuple[str, ...], extra_cells: tuple[str, ...]) -> str:
     import mutations
 
     from grader.assign import render_script
 
     script = render_script(filled=True)
-    if mutation_name:
-        script = mutations.apply(next(m for m in mutations.BUGS if m.name == mutation_name), script)
-    return script + (f"\n# %%\n{extra_cell}\n" if extra_cell else "")
+    for name in mutation_names:
+        script = mutations.apply(next(m for m in mutations.BUGS if m.name == name), script)
+    return script + "".join(f"\n# %%\n{cell}\n" for cell in extra_cells)
 
 
 FORGERIES = {
-    # name: (the honest bug, the forgery that hides it, questions, the check it targets)
-    "kaiming": ("q3-no-kaiming-init", FORGE_KAIMING, {"Q3", "Q4"}, "Q3.kaiming_init"),
-    "missing relu": ("q6-real-case-first-relu-missing", FORGE_RELU, {"Q6"}, "Q6.architecture"),
-    "q2 initialisation": ("q2-fan-in-from-the-wrong-axis", FORGE_Q2_PARAMS, {"Q2"}, "Q2.kaiming_init"),
-    "q2 biases": ("q2-biases-from-random-weight", FORGE_Q2_PARAMS, {"Q2"}, "Q2.zero_biases"),
-    "q2 requires grad": ("q2-no-requires-grad", FORGE_Q2_PARAMS, {"Q2"}, "Q2.requires_grad"),
-    "q3 layers": ("q3-padding-1-on-the-5x5-conv", FORGE_Q3_LAYERS, {"Q3"}, "Q3.layers"),
-    "q5 model": ("q5-channels-12-8-from-the-sanity-test", FORGE_Q5_MODEL, {"Q5"}, "Q5.model"),
-    "q5 optimizer": ("q5-adam", FORGE_OPTIMIZER, {"Q5"}, "Q5.optimizer"),
-    "q6 optimizer": ("q6-no-nesterov", FORGE_OPTIMIZER, {"Q6"}, "Q6.optimizer"),
+    # name: (the honest bugs, the forgeries that hide them, questions, the checks they target)
+    "q2 parameters": (
+        ("q2-fan-in-from-the-wrong-axis", "q2-biases-from-random-weight", "q2-no-requires-grad"),
+        (FORGE_Q2_PARAMS,),
+        {"Q2"},
+        ("Q2.kaiming_init", "Q2.zero_biases", "Q2.requires_grad"),
+    ),
+    "q3 initialisation": (("q3-no-kaiming-init",), (FORGE_KAIMING,), {"Q3", "Q4"}, ("Q3.kaiming_init",)),
+    "q3 layers": (("q3-padding-1-on-the-5x5-conv",), (FORGE_Q3_LAYERS,), {"Q3", "Q4"}, ("Q3.layers",)),
+    "q5 model and optimizer": (
+        ("q5-channels-12-8-from-the-sanity-test", "q5-adam"),
+        (FORGE_Q5_MODEL, FORGE_OPTIMIZER),
+        {"Q5"},
+        ("Q5.model", "Q5.optimizer"),
+    ),
+    "q6 architecture and optimizer": (
+        ("q6-real-case-first-relu-missing", "q6-no-nesterov"),
+        (FORGE_RELU, FORGE_OPTIMIZER),
+        {"Q6"},
+        ("Q6.architecture", "Q6.optimizer"),
+    ),
 }
 _CORRECT: dict[frozenset, object] = {}  # the correct submission's grades, by questions graded
 
@@ -523,28 +534,31 @@ _CORRECT: dict[frozenset, object] = {}  # the correct submission's grades, by qu
 @pytest.mark.parametrize("name", list(FORGERIES))
 def test_a_forged_probe_result_earns_nothing(tmp_path, name):
     """The submission replaces the worker's describers to describe the correct answer
-    while its code keeps the bug. The grader checks the description against behaviour:
-    the targeted check fails, the question earns no more than the bug alone does, and
-    the correct answer (whose description is true) keeps every point."""
-    bug, forgery, questions, target = FORGERIES[name]
+    while its code keeps the bugs. The grader checks the description against behaviour:
+    the targeted checks fail, so does every check the mutation corpus says each bug
+    fails (no point is gained), and the correct answer (whose description is true)
+    keeps every point."""
+    import mutations
+
+    bugs, forgeries, questions, targets = FORGERIES[name]
     results = {}
-    for label, mutation, extra in (("forged", bug, forgery), ("bug", bug, None), ("correct", None, None)):
+    for label, names, extra in (("forged", bugs, forgeries), ("correct", (), ())):
         if label == "correct" and frozenset(questions) in _CORRECT:
             results[label] = _CORRECT[frozenset(questions)]
             continue
         path = tmp_path / f"{label}.py"
-        path.write_text(_template_with(mutation, extra))
+        path.write_text(_template_with(names, extra))
         results[label] = grade(path, tmp_path / label, questions=questions)
         assert results[label].status == "graded", results[label].reason
     _CORRECT[frozenset(questions)] = results["correct"]
-    forged = next(c for c in results["forged"].checks if c.id == target)
-    assert forged.status == "failed", forged
-    assert "nothing was credited" in forged.message or forged.message == next(
-        c.message for c in results["bug"].checks if c.id == target
-    )
-    assert results["forged"].score <= results["bug"].score, [
-        (f.id, f.score, b.score) for f, b in zip(results["forged"].checks, results["bug"].checks) if f.score > b.score
-    ]
+    forged = {c.id: c for c in results["forged"].checks}
+    for target in targets:
+        assert forged[target].status == "failed", forged[target]
+        assert "nothing was credited" in forged[target].message, forged[target]
+    lost_by_bugs = {c for m in mutations.BUGS if m.name in bugs for c in m.failing}
+    assert set(targets) <= lost_by_bugs
+    gained = [(c, forged[c].message) for c in lost_by_bugs if forged[c].status == "passed"]
+    assert not gained, gained
     # (the learning checks are skipped here: they need the images, which these gradings are not given)
     lost = [(c.id, c.message) for c in results["correct"].checks if c.score < c.max_score and c.status != "skipped"]
     assert not lost, lost
