@@ -55,7 +55,7 @@ def challenge_flags(result: SubmissionResult) -> list[Flag]:
 
 def needs_a_look(results: list[SubmissionResult]) -> list[list[Flag]]:
     """The flags of each result, in order."""
-    from .report import trouble
+    from .views import trouble
 
     by_hash: dict[str, list[str]] = {}
     by_checkpoint: dict[str, list[str]] = {}

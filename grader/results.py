@@ -247,7 +247,7 @@ def summary_markdown(result: SubmissionResult, lines: list[str]) -> str:
 
 def check_markdown(check: CheckResult, labels: dict[int, str]) -> str:
     """A check's message and its details (tables as aligned text), in Markdown."""
-    from .report import detail_blocks  # the HTML report's reading of the same details
+    from .views import detail_blocks  # the HTML report's reading of the same details
 
     parts = [md_text(check.message or check.status)]
     for block in detail_blocks(check, labels, student_view=True):
