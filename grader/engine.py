@@ -21,6 +21,7 @@ from typing import Any
 from . import __version__
 from .bounds import bound_result
 from .checks import CheckFailed, CheckSpec, Context, DataUnavailable, Outcome, all_checks
+from .details import internal_error, of, student_error
 from .results import CellRun, CheckResult, SubmissionResult
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, OutOfTurn, StudentError, Worker, WorkerError, WorkerTimeout
@@ -244,7 +245,7 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
         return Outcome(
             False,
             f"your code raised {info.get('type')}: {info.get('message')}{ctx.where(info)}",
-            details={"error": info},
+            details=of(student_error(info)),
         ), "error"
     except WorkerTimeout:
         if ctx.session.time_left() <= 0:
@@ -259,7 +260,7 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
             Outcome(
                 False,
                 f"internal grader error in {spec.id}: {type(exc).__name__}: {exc}",
-                details={"traceback": traceback.format_exc()},
+                details=of(internal_error(traceback.format_exc())),
             ),
             "error",
         )

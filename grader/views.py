@@ -8,10 +8,12 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from markupsafe import Markup
 
+from . import details
 from .charts import ci_chart, histogram, line_chart
 from .render import summary
 from .results import QUESTIONS, STATUSES, CellRun, CheckResult, SubmissionResult, cell_labels, question_ranges, where
@@ -115,6 +117,7 @@ PARITY_LABELS = {
     "max_abs_err": "max absolute error",
     "rel_err": "relative error",
     "grad_rel_err": "gradient relative error",
+    "train_mode_rel_err": "relative error in training mode",
     "tolerance": "relative tolerance",
 }
 VALUE_LABELS = {
@@ -135,100 +138,125 @@ def same_setting(required: Any, found: Any) -> bool:
 
 
 def detail_blocks(check: CheckResult, labels: dict[int, str], *, student_view: bool) -> list[dict]:
-    """A check's details as blocks a template can draw: parity numbers, per-tensor errors,
-    a layer diff, optimizer settings, Kaiming stds, an error, and any other values."""
-    rest = dict(check.details or {})
-    blocks: list[dict] = []
-
-    parity = {k: rest.pop(k) for k in PARITY_LABELS if isinstance(rest.get(k), (int, float))}
-    if parity:
-        tolerance = parity.get("tolerance")
-
-        def verdict(key: str, value: float) -> str:
-            if tolerance is None or key not in ("rel_err", "grad_rel_err"):
-                return ""
-            return "ok" if value <= tolerance else "bad"
-
-        rows = [(PARITY_LABELS[k], fmt_number(v), verdict(k, v)) for k, v in parity.items()]
-        blocks.append({"kind": "values", "title": "Numerical parity", "rows": rows})
-
-    tensors = {
-        name: value
-        for name, value in rest.items()
-        if isinstance(value, dict) and ("max_abs_err" in value or "rel_err" in value)
-    }
-    if tensors:
-        rows = [(name, fmt_number(v.get("max_abs_err")), fmt_number(v.get("rel_err"))) for name, v in tensors.items()]
-        blocks.append({"kind": "tensors", "rows": rows})
-        for name in tensors:
-            rest.pop(name)
-
-    if isinstance(rest.get("diff"), list):
-        rows = [r for r in rest.pop("diff") if isinstance(r, dict)]
-        blocks.append(
-            {"kind": "diff", "rows": [{k: str(r.get(k, "")) for k in ("expected", "found", "status")} for r in rows]}
-        )
-
-    if isinstance(rest.get("expected"), list) and isinstance(rest.get("found"), list):
-        expected, found = rest.pop("expected"), rest.pop("found")
-        rows = []
-        for i in range(max(len(expected), len(found))):
-            e = str(expected[i]) if i < len(expected) else ""
-            f = str(found[i]) if i < len(found) else ""
-            rows.append(
-                {
-                    "expected": e,
-                    "found": f,
-                    "status": "same" if e == f else "missing" if not f else "extra" if not e else "changed",
-                }
-            )
-        blocks.append({"kind": "diff", "rows": rows})
-
-    if isinstance(rest.get("required"), dict) and isinstance(rest.get("found"), dict):
-        required, found = rest.pop("required"), rest.pop("found")
-        rows = [
-            {
-                "name": k,
-                "required": fmt_number(v),
-                "found": fmt_number(found.get(k)),
-                "ok": same_setting(v, found.get(k)),
-            }
-            for k, v in required.items()
-        ]
-        blocks.append({"kind": "settings", "type": str(rest.pop("type", "")), "rows": rows})
-
-    if isinstance(rest.get("std"), dict):
-        rows = []
-        for name, value in rest.pop("std").items():
-            value = value if isinstance(value, dict) else {}
-            found, expected = value.get("found"), value.get("expected")
-            ratio = (
-                found / expected
-                if isinstance(found, (int, float)) and isinstance(expected, (int, float)) and expected
-                else None
-            )
-            rows.append(
-                {
-                    "name": str(name),
-                    "found": fmt_number(found),
-                    "expected": fmt_number(expected),
-                    "ratio": fmt_number(ratio),
-                }
-            )
-        blocks.append({"kind": "std", "rows": rows})
-
-    if isinstance(rest.get("error"), dict):
-        blocks.append({"kind": "error", "error": error_view(rest.pop("error"), labels)})
-
-    # The grader's own traceback (a bug in a check) names grader code: instructors only.
-    internal = rest.pop("traceback", None)
-    if internal and not student_view:
-        blocks.append({"kind": "internal", "traceback": str(internal)})
-
-    if rest:
-        rows = [(VALUE_LABELS.get(k, k.replace("_", " ")), fmt_detail(k, v), "") for k, v in rest.items()]
-        blocks.append({"kind": "values", "title": "Details", "rows": rows})
+    """A check's details as blocks a template can draw, one per part, by its kind (see
+    details.py): parity numbers, per-tensor errors, a layer diff, optimizer settings,
+    Kaiming stds, an error, what was substituted, and any other values."""
+    blocks = []
+    for part in details.parts(check.details):
+        block = PART_BLOCKS[part["kind"]](part, labels)
+        if block is None or (block["kind"] == "internal" and student_view):
+            continue  # the grader's own traceback (a bug in a check) names grader code: instructors only
+        blocks.append(block)
     return blocks
+
+
+def _parity_block(part: details.Parity, labels: dict[int, str]) -> dict:
+    tolerance = part.get("tolerance")
+
+    def verdict(key: str, value: float) -> str:
+        if tolerance is None or key not in ("rel_err", "grad_rel_err", "train_mode_rel_err"):
+            return ""
+        return "ok" if value <= tolerance else "bad"
+
+    figures = [(k, part.get(k)) for k in PARITY_LABELS]
+    rows = [(PARITY_LABELS[k], fmt_number(v), verdict(k, v)) for k, v in figures if isinstance(v, (int, float))]
+    return {"kind": "values", "title": "Numerical parity", "rows": rows}
+
+
+def _tensors_block(part: details.TensorErrors, labels: dict[int, str]) -> dict:
+    rows = [
+        (name, fmt_number(v.get("max_abs_err")), fmt_number(v.get("rel_err"))) for name, v in part["tensors"].items()
+    ]
+    return {"kind": "tensors", "rows": rows}
+
+
+def _layer_diff_block(part: details.LayerDiff, labels: dict[int, str]) -> dict:
+    rows = [{k: str(r.get(k, "")) for k in ("expected", "found", "status")} for r in part["rows"]]
+    return {"kind": "diff", "rows": rows}
+
+
+def _layer_lists_block(part: details.LayerLists, labels: dict[int, str]) -> dict:
+    expected, found = part["expected"], part["found"]
+    rows = []
+    for i in range(max(len(expected), len(found))):
+        e = str(expected[i]) if i < len(expected) else ""
+        f = str(found[i]) if i < len(found) else ""
+        status = "same" if e == f else "missing" if not f else "extra" if not e else "changed"
+        rows.append({"expected": e, "found": f, "status": status})
+    return {"kind": "diff", "rows": rows}
+
+
+def _settings_block(part: details.Settings, labels: dict[int, str]) -> dict:
+    found = part["found"]
+    rows = [
+        {
+            "name": k,
+            "required": fmt_number(v),
+            "found": fmt_number(found.get(k)),
+            "ok": same_setting(v, found.get(k)),
+        }
+        for k, v in part["required"].items()
+    ]
+    return {"kind": "settings", "type": str(part.get("type", "")), "rows": rows}
+
+
+def _init_std_block(part: details.InitStd, labels: dict[int, str]) -> dict:
+    rows = []
+    for name, value in part["std"].items():
+        value = value if isinstance(value, dict) else {}  # type: ignore[assignment]  # as read back from JSON
+        found, expected = value.get("found"), value.get("expected")
+        ratio = (
+            found / expected
+            if isinstance(found, (int, float)) and isinstance(expected, (int, float)) and expected
+            else None
+        )
+        rows.append(
+            {
+                "name": str(name),
+                "found": fmt_number(found),
+                "expected": fmt_number(expected),
+                "ratio": fmt_number(ratio),
+            }
+        )
+    return {"kind": "std", "rows": rows}
+
+
+def _error_block(part: details.CodeError, labels: dict[int, str]) -> dict:
+    return {"kind": "error", "error": error_view(dict(part["error"]), labels)}
+
+
+def _internal_block(part: details.InternalError, labels: dict[int, str]) -> dict | None:
+    return {"kind": "internal", "traceback": str(part["traceback"])} if part.get("traceback") else None
+
+
+def _substitution_block(part: details.Substitution, labels: dict[int, str]) -> dict | None:
+    if not part["substituted"]:
+        return None
+    rows = [(str(what), str(by), "") for what, by in part["substituted"].items()]
+    return {"kind": "values", "title": "Run with the specification's version of", "rows": rows}
+
+
+def _values_block(part: details.Learning | details.Measurement | details.Values, labels: dict[int, str]) -> dict:
+    named = part["values"] if part["kind"] == "values" else {k: v for k, v in part.items() if k != "kind"}
+    rows = [(VALUE_LABELS.get(k, k.replace("_", " ")), fmt_detail(k, v), "") for k, v in named.items()]
+    return {"kind": "values", "title": "Details", "rows": rows}
+
+
+# How each kind of part is drawn: the one place that knows them all.
+PART_BLOCKS: dict[str, Callable[[Any, dict[int, str]], dict | None]] = {
+    "parity": _parity_block,
+    "tensors": _tensors_block,
+    "layer_diff": _layer_diff_block,
+    "layer_lists": _layer_lists_block,
+    "settings": _settings_block,
+    "init_std": _init_std_block,
+    "error": _error_block,
+    "internal": _internal_block,
+    "substitution": _substitution_block,
+    "learning": _values_block,
+    "measurement": _values_block,
+    "values": _values_block,
+}
 
 
 # -- page models -------------------------------------------------------------------------------

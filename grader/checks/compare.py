@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..details import LayerRow, StdRow
+
 # Forward and gradient parity run in float64 throughout: a correct answer agrees with
 # the reference to about 1e-15.
 PARITY_RTOL = 1e-9
@@ -53,7 +55,7 @@ class StdTest:
     def ratio(self) -> float:
         return self.found / self.expected if self.expected else math.inf
 
-    def details(self) -> dict:
+    def details(self) -> StdRow:
         return {
             "found": self.found,
             "expected": self.expected,
@@ -174,13 +176,13 @@ def _norm(v):
     return v
 
 
-def diff_layers(expected: list[dict], found: list[dict]) -> tuple[list[str], list[dict]]:
+def diff_layers(expected: list[dict], found: list[dict]) -> tuple[list[str], list[LayerRow]]:
     """Compare two layer lists; return sentences naming every difference, and rows for a
     side-by-side view ({"expected", "found", "status"})."""
     a = [normalized_kind(x) for x in expected]
     b = [normalized_kind(x) for x in found]
     problems: list[str] = []
-    rows: list[dict] = []
+    rows: list[LayerRow] = []
     matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
     moved = _diff_order(expected, found) if a != b and sorted(a) == sorted(b) else None
     if moved is not None:
@@ -249,7 +251,7 @@ def _moved(found: list[dict], j: int, t: int) -> list[dict]:
     return [*rest[:t], found[j], *rest[t:]]
 
 
-def _diff_order(expected: list[dict], found: list[dict]) -> tuple[list[str], list[dict]] | None:
+def _diff_order(expected: list[dict], found: list[dict]) -> tuple[list[str], list[LayerRow]] | None:
     """One layer in the wrong place: say where it is and where it belongs ("Flatten is at
     position 3; it must come after the second ReLU") rather than calling present layers
     missing. None when no single move puts the layers in order."""
@@ -272,7 +274,7 @@ def _diff_order(expected: list[dict], found: list[dict]) -> tuple[list[str], lis
         diffs = _config_differences(e, f)
         if diffs and normalized_kind(e) != "Flatten":
             problems.append(f"{_short(f)} has " + ", ".join(diffs))
-    rows = [
+    rows: list[LayerRow] = [
         {
             "expected": layer_str(e),
             "found": layer_str(f),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..details import learning_run, of
 from . import Outcome
 
 STEPS = 40
@@ -131,14 +132,16 @@ def substitution_note(ctx, substituted: dict[str, str]) -> str:
 
 
 def judge_learning(run: LearnRun) -> Outcome:
-    details = {
-        "loss_before": run.loss_before,
-        "loss_after": run.loss_after,
-        "accuracy_before": run.acc_before,
-        "accuracy_after": run.acc_after,
-        "steps": run.steps,
-        "batch_size": BATCH_SIZE,
-    }
+    details = of(
+        learning_run(
+            loss_before=run.loss_before,
+            loss_after=run.loss_after,
+            accuracy_before=run.acc_before,
+            accuracy_after=run.acc_after,
+            steps=run.steps,
+            batch_size=BATCH_SIZE,
+        )
+    )
     summary = (
         f"after {run.steps} steps of {BATCH_SIZE} images: held-out loss {run.loss_before:.3f} -> "
         f"{run.loss_after:.3f}, accuracy {100 * run.acc_before:.1f}% -> {100 * run.acc_after:.1f}%"

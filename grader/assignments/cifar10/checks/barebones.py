@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from grader.checks import CheckFailed, Context, Outcome, check
 from grader.checks.compare import PARITY_RTOL, kaiming_std, parity, shape_str
 from grader.checks.learning import judge_learning, manual_sgd_run, notebook_dtype, substitution_note
+from grader.details import TensorError, init_std, of, parity_figures, substitution, tensor_errors
 
 from .verify import reported_parameters_are_captured
 
@@ -132,7 +133,7 @@ def forward_parity(ctx: Context) -> Outcome:
     if not desc.get("is_tensor") or desc["shape"] != list(run["output"].shape):
         return Outcome(False, f"output is {_found_shape(run['student'])}, expected {shape_str(run['output'].shape)}")
     p = parity(desc["value"], run["output"], rtol=PARITY_RTOL)
-    details = {"max_abs_err": p.max_abs, "rel_err": p.rel, "tolerance": PARITY_RTOL}
+    details = of(parity_figures(max_abs_err=p.max_abs, rel_err=p.rel, tolerance=PARITY_RTOL))
     if p.ok:
         return Outcome(True, f"scores match the reference ({p.describe()})", details=details)
     return Outcome(
@@ -148,17 +149,19 @@ def gradient_parity(ctx: Context) -> Outcome:
     run = _q1_parity(ctx)
     grads = run["student"].get("grads") or []
     names = ["x", *PARAM_NAMES]
-    problems, details = [], {}
+    problems: list[str] = []
+    errors: dict[str, TensorError] = {}
     for name, found, expected in zip(names, grads, run["grads"]):
         if found is None:
             problems.append(f"{name}: no gradient reached it")
             continue
         p = parity(found, expected, rtol=PARITY_RTOL)
-        details[name] = {"max_abs_err": p.max_abs, "rel_err": p.rel}
+        errors[name] = {"max_abs_err": p.max_abs, "rel_err": p.rel}
         if not p.ok:
             problems.append(f"{name}: {p.describe()}")
     if len(grads) != len(names):
         problems.append("the function did not return a tensor that could be backpropagated")
+    details = of(tensor_errors(errors))
     if problems:
         return Outcome(False, "gradients differ from the reference: " + "; ".join(problems), details=details)
     return Outcome(True, "gradients of x and all six parameters match the reference", details=details)
@@ -258,7 +261,7 @@ def kaiming_init(ctx: Context) -> Outcome:
     return Outcome(
         all(t.ok for t in tests),
         message,
-        details={"std": {t.name: t.details() for t in tests}},
+        details=of(init_std({t.name: t.details() for t in tests})),
     )
 
 
@@ -311,12 +314,12 @@ def sgd_step(ctx: Context) -> Outcome:
         return Outcome(
             False,
             f"the update differs from w - {Q2_LEARNING_RATE:g} * grad: " + "; ".join(problems),
-            details={"rel_err": worst},
+            details=of(parity_figures(rel_err=worst)),
         )
     return Outcome(
         True,
         f"every parameter moved to w - {Q2_LEARNING_RATE:g} * grad (relative error {worst:.2g})",
-        details={"rel_err": worst},
+        details=of(parity_figures(rel_err=worst)),
     )
 
 
@@ -336,7 +339,7 @@ def learns(ctx: Context) -> Outcome:
     # The specified three_layer_convnet stands in for the student's (Question 1).
     outcome = judge_learning(run)
     outcome.message += substitution_note(ctx, {"Q1.forward_parity": "the specified three_layer_convnet (Question 1)"})
-    outcome.details["substituted"] = ["three_layer_convnet: the specification's (graded in Q1)"]
+    outcome.details |= of(substitution({"three_layer_convnet": "the specification's (graded in Q1)"}))
     return outcome
 
 

@@ -25,6 +25,7 @@ import torch
 from grader import data as cifar
 from grader.checkpoint import inspect_checkpoint, pick_checkpoint
 from grader.checks import CheckFailed, Context, Outcome, check, probe_generator
+from grader.details import measurement, of, values
 
 MAX_EPOCHS = 10
 Z95 = 1.959964
@@ -372,14 +373,14 @@ def model_found(ctx: Context) -> Outcome:
     if extra:
         names = ", ".join(str(n) for n in unusual.get("names", []))
         text += f"; it also keeps {extra:,} values of state that ordinary layers do not use ({names})"
-    return Outcome(True, text, details={"unusual_state": unusual})
+    return Outcome(True, text, details=of(values(unusual_state=unusual)))
 
 
 @check("Q7", "weights: a safe checkpoint that fits the model, or a completed retrain", timeout=600)
 def weights(ctx: Context) -> Outcome:
     result = evaluation(ctx)
     if result.get("problem"):
-        return Outcome(False, result["problem"], details={"checkpoint": result.get("checkpoint")})
+        return Outcome(False, result["problem"], details=of(values(checkpoint=result.get("checkpoint"))))
     if result["mode"] == "checkpoint":
         return Outcome(True, f"{result['checkpoint']} holds only tensors and fits {result['model_type']}")
     stopped = result.get("stopped")
@@ -422,10 +423,7 @@ def validation_accuracy(ctx: Context) -> Outcome:
     )
     if result.get("self_reported") is not None:
         text += f"; the notebook reported {_pct(result['self_reported'])}"
-    details = {
-        k: result.get(k)
-        for k in ("val_accuracy", "val_ci", "test_accuracy", "test_ci", "margin", "mode", "eval_set", "perturbed")
-    }
+    details = of(measurement(result))
     if shaken["collapsed"]:
         return Outcome(
             False,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from grader.checks import CheckFailed, Context, Outcome, check
 from grader.checks.compare import PARITY_RTOL, kaiming_std, layer_str, map_state, parity
 from grader.checks.learning import judge_learning, module_run, notebook_dtype, substitution_note, worker_run
+from grader.details import init_std, layer_lists, of, parity_figures, settings_found, student_error, substitution
 from grader.sandbox import StudentError
 
 from . import spec
@@ -101,24 +102,24 @@ def judge_forward(runs: list[dict]) -> Outcome:
         worst = max(worst, p.rel)
         if not p.ok:
             problems.append(f"N={run['n']}: {p.describe()}")
-    details = {"rel_err": worst, "tolerance": PARITY_RTOL}
     if problems:
         return Outcome(
             False,
             "with identical weights the scores differ from the reference: " + "; ".join(problems),
-            details=details,
+            details=of(parity_figures(rel_err=worst, tolerance=PARITY_RTOL)),
         )
     # train_part34 trains in training mode, and the specified network has no layer that
     # behaves differently there: the same scores are expected in both modes.
-    training = []
+    training, train_worst = [], None
     for run in runs:
         out = run["student"].get("output_train")
         if out is None:
             continue
         p = parity(out["value"], run["output"], rtol=PARITY_RTOL) if out.get("is_tensor") else None
-        details["train_mode_rel_err"] = max(details.get("train_mode_rel_err", 0.0), p.rel if p else math.inf)
+        train_worst = max(train_worst or 0.0, p.rel if p else math.inf)
         if p is None or not p.ok:
             training.append(f"N={run['n']}: " + (p.describe() if p else f"output is a {out.get('type')}"))
+    details = of(parity_figures(rel_err=worst, train_mode_rel_err=train_worst, tolerance=PARITY_RTOL))
     if training:
         return Outcome(
             False,
@@ -156,12 +157,12 @@ def judge_gradients(runs: list[dict]) -> Outcome:
         return Outcome(
             False,
             "gradients differ from the reference: " + "; ".join(dict.fromkeys(problems)),
-            details={"rel_err": worst},
+            details=of(parity_figures(rel_err=worst)),
         )
     return Outcome(
         True,
         f"gradients of the input and every parameter match (relative error {worst:.2g})",
-        details={"rel_err": worst},
+        details=of(parity_figures(rel_err=worst)),
     )
 
 
@@ -178,10 +179,12 @@ def layers(ctx: Context) -> Outcome:
     expected = spec.three_layer_convnet(*SPEC_ARGS)
     ok, problems = same_layers(expected, built["model"]["leaves"])
     found = ", ".join(layer_str(x) for x in _layers_with_params(built["model"]["leaves"])) or "no layers"
-    details = {
-        "expected": [layer_str(x) for x in _layers_with_params(expected)],
-        "found": [layer_str(x) for x in _layers_with_params(built["model"]["leaves"])],
-    }
+    details = of(
+        layer_lists(
+            [layer_str(x) for x in _layers_with_params(expected)],
+            [layer_str(x) for x in _layers_with_params(built["model"]["leaves"])],
+        )
+    )
     if ok:
         # The layers are the worker's description: believed once the module computes
         # what a module with those layers computes (see verify.py).
@@ -236,7 +239,7 @@ def kaiming_init(ctx: Context) -> Outcome:
         tests.append(kaiming_std(f"{leaf['path']} ({layer_str(leaf)})", weight, fan_in))
     if not tests:
         return Outcome(False, "ThreeLayerConvNet(3, 32, 16, 10) has no convolution or linear weights to check")
-    details = {"std": {t.name: t.details() for t in tests}}
+    details = of(init_std({t.name: t.details() for t in tests}))
     if all(t.ok for t in tests) and answer_key_present(ctx) and _forward_matches_reference(ctx):
         # The statistics are of weights the worker reported: believe them only if they
         # are what the module computes with (see verify.py).
@@ -349,7 +352,7 @@ def optimizer_settings(ctx: Context, question: str, required: dict[str, float | 
         problems.append(
             f"{foreign} tensors that are not parameters of this model (was the optimizer built for another model?)"
         )
-    details = {"required": required, "found": {k: found_settings.get(k) for k in required}, "type": opt["type"]}
+    details = of(settings_found(opt["type"], required, {k: found_settings.get(k) for k in required}))
     if problems:
         return Outcome(
             False, f"expected SGD({wanted}) over all parameters: " + "; ".join(dict.fromkeys(problems)), details=details
@@ -398,12 +401,12 @@ def optimizer_steps(ctx: Context, question: str, settings: dict, cls: type = tor
         return Outcome(
             False,
             f"after two steps these parameters differ from {cls.__name__}({wanted}): " + ", ".join(problems),
-            details={"rel_err": worst},
+            details=of(parity_figures(rel_err=worst)),
         )
     return Outcome(
         True,
         f"two optimizer steps match {cls.__name__}({wanted}) (relative error {worst:.2g})",
-        details={"rel_err": worst},
+        details=of(parity_figures(rel_err=worst)),
     )
 
 
@@ -461,16 +464,17 @@ def learning(ctx: Context, question: str, reference: torch.nn.Module, layers: li
         # steps as the rebuilt one does; else the student's own objects train below.
         if rebuilt is not None and optimizer_steps(ctx, question, dict(rebuilt.defaults), type(rebuilt)).passed:
             outcome = judge_learning(module_run(ctx, reference, rebuilt))
-            substituted = ["forward pass: the specification's (graded in Q4)"] if question == "Q5" else []
+            substituted = {"forward pass": "the specification's (graded in Q4)"} if question == "Q5" else {}
             if redrawn:
-                substituted.append(f"initialisation of {', '.join(redrawn)}: Kaiming normal (graded in Q3)")
+                substituted[f"initialisation of {', '.join(redrawn)}"] = "Kaiming normal (graded in Q3)"
                 outcome.message += (
                     f" (run with the specified Kaiming normal initialisation of {', '.join(redrawn)} in place of your"
                     " constructor's; that mistake is graded in Q3)"
                 )
             elif question == "Q5":
                 outcome.message += substitution_note(ctx, {"Q4.forward_parity": "the specified forward pass (Q4)"})
-            outcome.details["substituted"] = substituted
+            if substituted:
+                outcome.details |= of(substitution(substituted))
             return outcome
     try:
         run = worker_run(ctx, question)
@@ -482,7 +486,7 @@ def learning(ctx: Context, question: str, reference: torch.nn.Module, layers: li
         raise CheckFailed(
             f"training it as train_part34 does (batches cast to {name}, the notebook's dtype) fails: "
             f"{info.get('type')}: {info.get('message')}{ctx.where(info)}.{hint}",
-            {"error": info},
+            of(student_error(info)),
         ) from None
     return judge_learning(run)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from grader.checks import Context, Outcome, check
 from grader.checks.compare import diff_layers
+from grader.details import layer_diff, of, parity_figures
 
 from . import spec
 from .module_api import complete_capture, judge_forward, judge_gradients, learning, optimizer_settings, parity_run
@@ -26,7 +27,7 @@ def _captured_model(ctx: Context) -> dict:
 def architecture(ctx: Context) -> Outcome:
     found = _captured_model(ctx)
     problems, rows = diff_layers(spec.sequential_convnet(), found["leaves"])
-    details = {"diff": rows}
+    details = of(layer_diff(rows))
     if problems:
         return Outcome(False, "; ".join(problems), details=details)
     # The layers are the worker's description; a Sequential of exactly these layers
@@ -57,16 +58,13 @@ def parity(ctx: Context) -> Outcome:
     one question"). Mistakes never cost points outside their own question."""
     runs = _q6_parity(ctx)
     forward, backward = judge_forward(runs), judge_gradients(runs)
+    # One table of figures: the forward pass's, with the gradients' relative error.
+    figures = {**forward.details["parity"], "grad_rel_err": backward.details["parity"]["rel_err"]}
+    details = of(parity_figures(**{k: v for k, v in figures.items() if k != "kind"}))
     if forward.passed and backward.passed:
-        return Outcome(
-            True,
-            f"{forward.message}; {backward.message}",
-            details={**forward.details, "grad_rel_err": backward.details["rel_err"]},
-        )
+        return Outcome(True, f"{forward.message}; {backward.message}", details=details)
     failing = [o.message for o in (forward, backward) if not o.passed]
-    return Outcome(
-        False, "; ".join(failing), details={**forward.details, "grad_rel_err": backward.details.get("rel_err")}
-    )
+    return Outcome(False, "; ".join(failing), details=details)
 
 
 @check("Q6", "optimizer is SGD with lr 1e-2, momentum 0.9 and Nesterov", timeout=30)
