@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..details import Details, of, student_error
+from ..replies import CaptureReply, ConstructReply
 from ..results import SubmissionResult, where
 from ..rubric import Rubric
 from ..sandbox import StudentError
@@ -31,7 +33,7 @@ class Outcome:
     passed: bool
     message: str
     fraction: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Details = field(default_factory=dict)  # parts of grader/details.py
     status: str | None = None  # override: "skipped" when the check could not apply
 
     @property
@@ -92,7 +94,7 @@ class DataUnavailable(Exception):
 class CheckFailed(Exception):
     """A check cannot proceed; the message explains why to the student."""
 
-    def __init__(self, message: str, details: dict | None = None, status: str = "failed"):
+    def __init__(self, message: str, details: Details | None = None, status: str = "failed"):
         super().__init__(message)
         self.details = details or {}
         self.status = status
@@ -111,7 +113,7 @@ class Context:
         self._data = None
         self.result = results
         self.spec: CheckSpec | None = None
-        self._captures: dict[str, Any] = {}
+        self._captures: dict[str, CaptureReply] = {}
         self._constructed: dict[tuple, Any] = {}
         self.shared: dict[str, Any] = {}  # values one check computes and another reuses
         self.retrain_seconds = 0.0  # retraining Question 7 has its own budget (Limits.train_seconds)
@@ -143,7 +145,7 @@ class Context:
             raise DataUnavailable()
         return self._data
 
-    def capture(self, question: str) -> dict:
+    def capture(self, question: str) -> CaptureReply:
         """What the question's cell handed to training; CheckFailed if nothing was."""
         if question not in self._captures:
             self._captures[question] = self.probe("describe_capture", question=question)
@@ -153,10 +155,11 @@ class Context:
             raise CheckFailed(self.missing_capture_message(question))
         return found
 
-    def _note_repeats(self, question: str, found: dict) -> None:
+    def _note_repeats(self, question: str, found: CaptureReply) -> None:
         """A question answered more than once (a cell re-run with other settings): the
         last one is graded, and the report says so."""
-        cells = found.get("cells") if isinstance(found.get("cells"), list) else []
+        cells = found.get("cells")
+        cells = cells if isinstance(cells, list) else []  # a claim: checked before use
         if len(cells) > 1:
             labels = {c.index: c.label for c in self.session.submission.cells}
             where = ", ".join(dict.fromkeys(labels.get(c, f"cell {c}") for c in cells[:10] if isinstance(c, int)))
@@ -164,7 +167,7 @@ class Context:
                 f"{question} was handed to training {len(cells)} times ({where}); the last one is graded"
             )
 
-    def construct(self, name: str, args: list, *, seed: int = 0, install: dict | None = None) -> dict:
+    def construct(self, name: str, args: list, *, seed: int = 0, install: dict | None = None) -> ConstructReply:
         """Instantiate a student class in the worker (cached); CheckFailed if it fails.
         ``install`` replaces some of its layers by specified ones (see probes.construct)."""
         key = (name, tuple(args), seed, repr(install))
@@ -182,7 +185,7 @@ class Context:
         value = self._constructed[key]
         if isinstance(value, StudentError):
             raise CheckFailed(
-                f"{name}({', '.join(map(str, args))}) raised {value}", {"error": value.info}, status="error"
+                f"{name}({', '.join(map(str, args))}) raised {value}", of(student_error(value.info)), status="error"
             )
         return value
 

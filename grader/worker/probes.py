@@ -17,6 +17,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..replies import (
+    CallReply,
+    CaptureReply,
+    ConstructReply,
+    Layer,
+    LearnReply,
+    ModuleInfo,
+    OptimizerInfo,
+    ParamGroup,
+    StepsReply,
+    TensorInfo,
+)
 from .runtime import Runtime
 
 PROBES: dict[str, Callable[..., Any]] = {}
@@ -61,11 +73,11 @@ def _torch_kind(module: nn.Module) -> str:
     return type(module).__name__
 
 
-def describe_module(model: Any) -> dict:
+def describe_module(model: Any) -> ModuleInfo:
     """Structure of a module as data: its leaf layers in registration order."""
     if not isinstance(model, nn.Module):
         return {"is_module": False, "type": type(model).__name__, "repr": repr(model)[:500]}
-    leaves = []
+    leaves: list[Layer] = []
     for path, module in model.named_modules():
         if any(True for _ in module.children()):
             continue
@@ -91,14 +103,15 @@ def describe_module(model: Any) -> dict:
     }
 
 
-def describe_optimizer(optimizer: Any, model: Any) -> dict:
+def describe_optimizer(optimizer: Any, model: Any) -> OptimizerInfo:
     """Optimizer settings as data, and which of the model's parameters it updates."""
     if not isinstance(optimizer, torch.optim.Optimizer):
         return {"is_optimizer": False, "type": type(optimizer).__name__}
     names = {}
     if isinstance(model, nn.Module):
         names = {id(p): n for n, p in model.named_parameters()}
-    groups, covered = [], set()
+    groups: list[ParamGroup] = []
+    covered: set[int] = set()
     for group in optimizer.param_groups:
         settings = {
             k: _plain(v)
@@ -118,13 +131,13 @@ def describe_optimizer(optimizer: Any, model: Any) -> dict:
     }
 
 
-def _what(desc: dict, upstream: torch.Tensor) -> str:
+def _what(desc: TensorInfo, upstream: torch.Tensor) -> str:
     if not desc.get("is_tensor"):
         return f"it returned a {desc.get('type')}, not a tensor"
     return f"it returned shape {tuple(desc['shape'])}, expected {tuple(upstream.shape)}"
 
 
-def describe_tensor(value: Any) -> dict:
+def describe_tensor(value: Any) -> TensorInfo:
     if not isinstance(value, torch.Tensor):
         return {"is_tensor": False, "type": type(value).__name__, "repr": repr(value)[:200]}
     return {
@@ -167,7 +180,7 @@ def ping(rt: Runtime) -> dict:
 @probe
 def call_function(
     rt: Runtime, *, name: str, args: list, upstream: torch.Tensor | None = None, helper: bool = False
-) -> dict:
+) -> CallReply:
     """Call a student function on the given tensors; with ``upstream``, backpropagate it
     and return the gradient of every tensor argument (nested lists allowed)."""
     fn = rt.helper(name) if helper else rt.lookup(name)
@@ -185,7 +198,7 @@ def call_function(
     prepared = [prepare(a) for a in args]
     with rt.globals_bound():
         output = fn(*prepared)
-    result: dict[str, Any] = {"output": describe_tensor(output)}
+    result: CallReply = {"output": describe_tensor(output)}
     if upstream is not None:
         if not isinstance(output, torch.Tensor) or output.shape != upstream.shape:
             raise ValueError(f"cannot backpropagate: {_what(result['output'], upstream)}")
@@ -195,13 +208,13 @@ def call_function(
 
 
 @probe
-def describe_capture(rt: Runtime, *, question: str) -> dict:
+def describe_capture(rt: Runtime, *, question: str) -> CaptureReply:
     """What a question's cell handed to training, described as data."""
     capture = rt.capture_for(question)
     if capture is None:
         return {"found": False}
     objects = capture.objects
-    out: dict[str, Any] = {"found": True, "kind": capture.kind, "cell": capture.cell}
+    out: CaptureReply = {"found": True, "kind": capture.kind, "cell": capture.cell}
     # every cell that answered the question (the last one is graded), once per distinct call
     out["cells"] = [c.cell for c in rt.captures_for(question) if c.kind != "cell_end"]
     if "params" in objects:
@@ -226,7 +239,7 @@ def describe_capture(rt: Runtime, *, question: str) -> dict:
 @probe
 def construct(
     rt: Runtime, *, name: str, args: list, kwargs: dict, seed: int, handle: str, install: dict | None = None
-) -> dict:
+) -> ConstructReply:
     """Instantiate a student class with a fixed seed; describe it and keep it by handle.
 
     ``install`` maps attribute paths to layer specifications ({"kind": "Conv2d" or
@@ -241,7 +254,7 @@ def construct(
         parent = model.get_submodule(parent_path) if parent_path else model
         setattr(parent, attr, _build_layer(spec))
     rt.handles[handle] = model
-    out = {"model": describe_module(model)}
+    out: ConstructReply = {"model": describe_module(model)}
     if isinstance(model, nn.Module):
         out["state"] = _state(model)
     return out
@@ -292,7 +305,7 @@ def module_forward_backward(
 
 
 @probe
-def optimizer_steps(rt: Runtime, *, question: str, grads: list[dict]) -> dict:
+def optimizer_steps(rt: Runtime, *, question: str, grads: list[dict]) -> StepsReply:
     """Apply the captured optimizer to a copy of the captured model, one step per entry
     of ``grads`` (parameter name -> gradient); return the parameters before and after."""
     capture = rt.capture_for(question)
@@ -429,7 +442,7 @@ def helper_train_part34(
 @probe
 def learn(
     rt: Runtime, *, target: dict, x: torch.Tensor, y: torch.Tensor, batch_size: int, eval_x: torch.Tensor
-) -> dict:
+) -> LearnReply:
     """Train a copy of the captured model with a copy of its optimizer on the given
     images (the grader's loop, the student's model and optimizer); return the logits on
     ``eval_x`` before and after, so the grader can judge them with labels it keeps.
