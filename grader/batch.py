@@ -2,7 +2,8 @@
 
 Each finished submission is written at once (its results.json, HTML reports and a
 cache entry keyed by its content hash, the grader's version and the rubric), so a
-re-run, or a run after a crash, regrades only what is new or changed.
+re-run, or a run after a crash, regrades only what is new or changed. The files come
+from the writers registered in writers.py.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .render import write_batch_files, write_results_json
+from .render import write_results_json
 from .results import SubmissionResult
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, hideable, namespaces_available
 from .submission import content_hash, submission_name
+from .writers import Batch, selected, write_all
 
 
 class BatchError(Exception):
@@ -321,6 +323,7 @@ def grade_batch(
     cache = out / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
 
+    per_submission = selected(per_submission=True, html=reports)
     bar = Progress(len(wanted), progress)
     results: dict[str, SubmissionResult] = {}
 
@@ -339,15 +342,11 @@ def grade_batch(
         if not cached:
             (cache / f"{cache_key(entry.path)}.json").write_text(json.dumps(raw.to_dict()))
         result = results[entry.folder] = present(entry, raw)
-        folder = out / entry.folder
-        write_results_json(result, folder)
-        if reports:
-            from .report import write_submission_reports
-
-            try:
-                write_submission_reports(result, folder)
-            except Exception as exc:  # a report that cannot render must not stop the batch
-                result.notes.append(f"the HTML report could not be written: {type(exc).__name__}: {exc}")
+        # A file that cannot be written must not stop the batch: the result says so.
+        _, problems = write_all(per_submission, Batch([result], [entry.folder]), out)
+        result.notes += problems
+        for problem in problems:
+            warn(f"{entry.folder}: {problem}")
         bar.update(result, cached)
 
     def cached(entry) -> SubmissionResult | None:
@@ -405,8 +404,6 @@ def grade_batch(
     if similarity and not interrupted:
         graded = [e for e in entries if e.folder in results]
         analysis = _similarity(graded, ordered, out, wanted, progress)
-    top = analysis.top_by_student() if analysis is not None else {}
-    write_batch_files(ordered, out, similar=[top.get(f) for f in folders] if analysis is not None else None)
     write_index(
         out,
         entries,
@@ -416,10 +413,10 @@ def grade_batch(
         cache_files={e.folder: f"{cache_key(e.path)}.json" for e in entries},
         settings={k: str(Path(v).resolve()) if v else None for k, v in (("overrides", overrides), ("course", course))},
     )
-    if reports:
-        from .report import write_class_summary
-
-        write_class_summary(ordered, folders, out, skipped=intake.skipped, partial=partial, similarity=analysis)
+    batch = Batch(ordered, folders, skipped=intake.skipped, partial=partial, similarity=analysis)
+    _, problems = write_all(selected(per_submission=False, html=reports), batch, out)
+    for problem in problems:
+        warn(problem)
     if interrupted:
         raise Interrupted(sum(e.folder in results for e in todo), len(todo), out)
     return ordered

@@ -138,9 +138,6 @@ def gradescope_csv(results: list[SubmissionResult], course: Course) -> str:
     return _csv(rows)
 
 
-WRITERS = {"canvas": canvas_csv, "moodle": moodle_csv, "gradescope-csv": gradescope_csv}
-
-
 def _csv(rows: list[list]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -176,7 +173,9 @@ def export(
     """Write the ``format`` gradebook of the batch in ``out``; returns its path and the
     batch index. The overrides and course files are those given, else those the batch
     was graded with, read again as they are now (an edit needs no regrading)."""
-    if format not in WRITERS:
+    from .writers import GRADEBOOKS  # the registry of outputs, which lists these
+
+    if format not in GRADEBOOKS:
         raise ExportError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     results, index = load_batch(out)
     if not results:
@@ -187,6 +186,7 @@ def export(
     if overrides or course_path:
         rules = load_overrides(overrides)
         results = [apply_policies(r, student=r.student, overrides=rules, course=loaded) for r in results]
-    dest = dest or Path(out) / f"{format.removesuffix('-csv')}.csv"
-    dest.write_text(WRITERS[format](results, loaded), encoding="utf-8")
+    gradebook = GRADEBOOKS[format]
+    dest = dest or Path(out) / gradebook.name
+    dest.write_text(gradebook.render(results, loaded), encoding="utf-8")
     return dest, index

@@ -1,5 +1,6 @@
 """Files rendered from the results model: each submission's results.json, and the
-batch's CSV gradebook and summary.json. (The HTML reports are in report.py.)"""
+batch's CSV gradebook and summary.json. (The HTML reports are in report.py; writers.py
+lists every output a batch writes.)"""
 
 from __future__ import annotations
 
@@ -139,14 +140,3 @@ def summary(results: list[SubmissionResult]) -> dict:
             for k, n in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
         ],
     }
-
-
-def write_batch_files(
-    results: list[SubmissionResult], out: Path, *, similar: list[dict | None] | None = None
-) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    gradebook = out / "gradebook.csv"
-    gradebook.write_text(gradebook_csv(results, similar))
-    summary_path = out / "summary.json"
-    summary_path.write_text(json.dumps(summary(results), indent=2) + "\n")
-    return [gradebook, summary_path]
