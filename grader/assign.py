@@ -59,7 +59,9 @@ def _marked(question: str, body: list[str], indent: str, *, filled: bool) -> lis
 
 def transform_regions(text: str, *, filled: bool) -> str:
     """Replace every solution region of ``text`` by its marked answer or placeholder."""
-    out, region, question, indent = [], None, None, ""
+    out: list[str] = []
+    region: list[str] | None = None
+    question, indent = "", ""
     for line in text.splitlines():
         begin = _BEGIN.match(line)
         if begin and region is None:
@@ -79,7 +81,8 @@ def transform_regions(text: str, *, filled: bool) -> str:
 def regions(text: str) -> dict[str, list[list[str]]]:
     """The body lines of every solution region, by question, dedented."""
     found: dict[str, list[list[str]]] = {}
-    current, question = None, None
+    current: list[str] | None = None
+    question = ""
     for line in text.splitlines():
         begin = _BEGIN.match(line)
         if begin and current is None:
@@ -143,8 +146,9 @@ def script_to_notebook(script: str):
     """Turn a percent-format script into an nbformat v4 notebook."""
     import nbformat
 
-    cells = []
-    header, body = None, []
+    cells: list = []
+    body: list[str] = []
+    header = None
 
     def flush():
         if header is None:

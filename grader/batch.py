@@ -20,6 +20,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .render import write_results_json
@@ -100,7 +101,8 @@ def _pool_round(entries: list, jobs: int, options: Options, finish, crashed, mak
     grading process dies (the pool is then broken), stop: return the submissions then in
     flight (one of them killed it) and those not started yet. Ctrl-C stops the running
     ones at once."""
-    queue, running, broken = list(entries), {}, []
+    queue, broken = list(entries), list[Any]()
+    running: dict[futures.Future, Any] = {}
     pool = make_pool(jobs)
     interrupted = False
     try:
@@ -276,7 +278,7 @@ def grade_batch(
         raise BatchError(f"{submissions} does not exist")
     try:
         loaded = load_rubric(rubric)
-        adjust = {"overrides": load_overrides(overrides, rubric=loaded), "course": load_course(course)}
+        adjust: dict[str, Any] = {"overrides": load_overrides(overrides, rubric=loaded), "course": load_course(course)}
         intake = gather(submissions, workdir=out / ".intake")
     except (RubricError, OverridesError, CourseError, IntakeError) as exc:
         raise BatchError(str(exc)) from None

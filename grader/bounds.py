@@ -38,16 +38,16 @@ def bounded(value: Any, *, chars: int = DETAIL_CHARS, items: int = ITEMS, depth:
             out.append(f"[{len(value) - items:,} more entries cut]")
         return out
     if isinstance(value, dict):
-        out = {}
+        capped: dict[Any, Any] = {}
         for i, (k, v) in enumerate(value.items()):
             if i == items:
-                out["[cut]"] = f"{len(value) - items:,} more entries cut"
+                capped["[cut]"] = f"{len(value) - items:,} more entries cut"
                 break
             key = cut(k, 200) if isinstance(k, str) else k
-            out[key] = (
+            capped[key] = (
                 cut(v, TRACEBACK_CHARS) if key == "traceback" else bounded(v, chars=chars, items=items, depth=depth - 1)
             )
-        return out
+        return capped
     return value
 
 

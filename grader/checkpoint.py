@@ -89,7 +89,8 @@ class _Refused(Exception):
 
 
 def _pickle_globals(data: bytes) -> list[tuple[str, str]]:
-    found, strings = [], []
+    found: list[tuple[str, str]] = []
+    strings: list[str] = []
     deadline = time.monotonic() + MAX_INSPECT_SECONDS
     for count, (op, arg, _) in enumerate(pickletools.genops(data)):
         if count >= MAX_PICKLE_OPCODES:

@@ -88,7 +88,7 @@ def _slurm_cluster(jobs: int | None):
     except ImportError:
         raise ClusterError(f"--cluster slurm needs dask-jobqueue: {INSTALL}") from None
     fallbacks = {"cores": 1, "processes": 1, "memory": "4GiB", "walltime": "04:00:00"}
-    given = {k: v for k, v in fallbacks.items() if dask.config.get(f"jobqueue.slurm.{k}", None) is None}
+    given: dict[str, Any] = {k: v for k, v in fallbacks.items() if dask.config.get(f"jobqueue.slurm.{k}", None) is None}
     try:
         cluster = SLURMCluster(**given)
     except Exception as exc:  # a bad configuration, or no Slurm here

@@ -190,7 +190,7 @@ def build_wheel() -> tuple[str, bytes]:
     info = f"{tag}.dist-info"
     files: dict[str, bytes] = {}
     for package in PACKAGES:
-        root = Path(__import__(package).__file__).resolve().parent
+        root = Path(str(__import__(package).__file__)).resolve().parent
         for path in sorted(root.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
                 files[f"{package}/{path.relative_to(root).as_posix()}"] = path.read_bytes()
@@ -378,7 +378,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         return {}
     users = [u for u in raw.get("users") or [] if isinstance(u, dict)]
-    assignment = raw.get("assignment") if isinstance(raw.get("assignment"), dict) else {}
+    assignment: dict[str, Any] = raw["assignment"] if isinstance(raw.get("assignment"), dict) else {}
     out: dict[str, Any] = {
         "submission_id": raw.get("id"),
         "name": " & ".join(str(u.get("name")) for u in users if u.get("name")),  # a group, as intake.py joins it

@@ -20,6 +20,7 @@ in ``Intake.skipped`` with the reason, never dropped silently.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import re
 import shutil
@@ -161,7 +162,7 @@ def extract_zip(archive: Path, workdir: Path, skipped: list[tuple[str, str]]) ->
             try:
                 with zf.open(info) as src, target.open("wb") as out:
                     # Count what is really decompressed: a zip's declared sizes may lie.
-                    for block in iter(lambda src=src: src.read(1 << 20), b""):
+                    for block in iter(functools.partial(src.read, 1 << 20), b""):
                         written += len(block)
                         total += len(block)
                         if written > MAX_ZIP_FILE_BYTES or total > MAX_ZIP_BYTES:
@@ -297,7 +298,7 @@ def _by_name(folder: Path, staging: Path, skipped: list[tuple[str, str]]) -> tup
         else:
             groups[key] = (identity, files)
 
-    entries = [Entry(p, Identity(name=submission_name(p)), files=[p.name]) for p in plain]
+    entries: list[Entry | None] = [Entry(p, Identity(name=submission_name(p)), files=[p.name]) for p in plain]
     if plain:
         layouts.add("plain")
     for identity, files in groups.values():

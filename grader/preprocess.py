@@ -61,8 +61,8 @@ def _statements_to_neutralise(tree: ast.AST, source: str):
     for node in ast.iter_child_nodes(tree):
         if not isinstance(node, ast.stmt):
             continue
-        bodies = [getattr(node, f, None) for f in ("body", "orelse", "finalbody", "handlers")]
-        bodies = [b for b in bodies if isinstance(b, list) and b]
+        fields = [getattr(node, f, None) for f in ("body", "orelse", "finalbody", "handlers")]
+        bodies: list[list] = [b for b in fields if isinstance(b, list) and b]
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             yield from _statements_to_neutralise(node, source)
         elif bodies:
@@ -310,7 +310,7 @@ def _statement_bounds(lines: list[str]) -> list[tuple[int, int]]:
             bounds.append((a, b))
             i += 1
     # each chunk takes the comment lines just above it
-    out = []
+    out: list[tuple[int, int]] = []
     for a, b in bounds:
         floor = out[-1][1] if out else 0
         while a > floor and lines[a - 1].lstrip().startswith("#"):
@@ -323,7 +323,7 @@ def _statements_in(tree: ast.Module, offset: int) -> list[tuple[int, int]]:
     bounds: list[tuple[int, int]] = []
     for node in tree.body:
         first = offset + min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
-        last = offset + node.end_lineno
+        last = offset + (node.end_lineno or node.lineno)
         if bounds and first < bounds[-1][1]:  # shares a line with the previous statement
             bounds[-1] = (bounds[-1][0], max(bounds[-1][1], last))
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .results import SubmissionResult, cell_labels, question_ranges
 from .rubric import Rubric, load_rubric
@@ -139,8 +139,8 @@ def render(result: SubmissionResult, rubric: Rubric) -> tuple[str, bool]:
         labels = cell_labels(result)
         lines += ["", "Cells that raised an error:"]
         for r in broken:
-            err = r.error
-            raised_in = labels.get(err.get("cell"), r.label)
+            err: dict[str, Any] = r.error or {}
+            raised_in = labels.get(err.get("cell", -1), r.label)
             where = raised_in + (f", line {err['line']}" if err.get("line") else "")
             if raised_in != r.label:
                 where += f" (while running {r.label})"
@@ -194,7 +194,7 @@ def self_check(
         except InvalidSubmission:
             submission = None  # graded from the path, which records why it is invalid
     result = grade_submission(
-        path=Path(path) if submission is None else None,
+        path=Path(path) if submission is None and path is not None else None,
         submission=submission,
         rubric=loaded,
         data_loader=loader,

@@ -135,7 +135,8 @@ def _paths(node: ast.AST, ctx: type) -> set[str]:
 
     def visit(n: ast.AST) -> None:
         if isinstance(n, (ast.Name, ast.Attribute)):
-            parts, cur = [], n
+            parts: list[str] = []
+            cur: ast.expr = n
             while isinstance(cur, ast.Attribute):
                 parts.append(cur.attr)
                 cur = cur.value
@@ -204,6 +205,7 @@ def _drop_overwritten(stmts: list[ast.stmt]) -> list[ast.stmt]:
     before anything reads it: the template's ``model = None`` before an answer."""
     kept = []
     for i, stmt in enumerate(stmts):
+        overwritten = False
         if (
             isinstance(stmt, ast.Assign)
             and len(stmt.targets) == 1
@@ -216,9 +218,9 @@ def _drop_overwritten(stmts: list[ast.stmt]) -> list[ast.stmt]:
                 if name in reads or _EVERYTHING in reads:
                     break
                 if name in writes:
-                    stmt = None  # overwritten unread
+                    overwritten = True  # unread
                     break
-        if stmt is not None:
+        if not overwritten:
             kept.append(stmt)
     return kept
 
@@ -247,13 +249,14 @@ class _Normaliser(ast.NodeTransformer):
             return stmts
         effects = [_effects(s) for s in stmts]
         keys = [self.key(s) for s in stmts]
-        before = [set() for _ in stmts]
+        before: list[set[int]] = [set() for _ in stmts]
         for j, (rj, wj) in enumerate(effects):
             for i in range(j):
                 ri, wi = effects[i]
                 if _overlap(wi, rj | wj) or _overlap(ri, wj):
                     before[j].add(i)
-        order, placed = [], set()
+        order: list[int] = []
+        placed: set[int] = set()
         while len(order) < len(stmts):
             ready = [j for j in range(len(stmts)) if j not in placed and before[j] <= placed]
             j = min(ready, key=lambda j: (keys[j], j))
@@ -331,7 +334,7 @@ def _variables(sources: list[str]) -> set[str]:
     before the Question 1 region, say): in an answer they are the student's names as
     much as those it binds itself. Functions it defines (the provided helpers) keep
     their names."""
-    found = set()
+    found: set[str] = set()
     for source in sources:
         tree = _parse(textwrap.dedent(source))
         if tree is not None:
@@ -391,7 +394,7 @@ def normalised_tokens(
     used: set[str],
     numbers: list[str] | None = None,
     tree: ast.Module | None = None,
-    variables: set[str] = frozenset(),
+    variables: frozenset[str] | set[str] = frozenset(),
     template: frozenset[str] = frozenset(),
 ) -> list[tuple[str, int]]:
     """The token stream of one answer region after normalisation (see the module's
@@ -476,7 +479,7 @@ def base_hashes(template: str | None = None) -> Base:
     )
     used = set(_WORD.findall(template))
     variables = _variables([c.source for c in cells])
-    found = set()
+    found: set[int] = set()
     for cell in cells:
         found.update(
             h for h, _ in kgram_hashes(normalised_tokens(textwrap.dedent(cell.source), used, None, None, variables))
@@ -534,7 +537,7 @@ def _checkpoint_digests(files: dict[str, bytes]) -> tuple[str | None, str | None
 
 def _output_lines(submission: Submission, result: SubmissionResult | None) -> dict[str, str]:
     """Output lines and error messages of answer cells, whitespace collapsed."""
-    found = {}
+    found: dict[str, str] = {}
     for cell in submission.cells:
         if cell.questions and cell.outputs_text:
             for line in cell.outputs_text[:MAX_REGION_CHARS].splitlines():
@@ -829,7 +832,7 @@ def compare(profiles: list[Profile], archive: list[Profile] | None = None, *, th
             q = questions[x] if QUESTION_WEIGHT[questions[x]] >= QUESTION_WEIGHT[questions[y]] else questions[y]
             shared[(ids[x], ids[y])].append((h, q, w))
     # Identical checkpoints or Question 7 models make a pair even without rare shared code.
-    evidence = set()
+    evidence: set[tuple[int, int]] = set()
     for attr in ("checkpoint_bytes", "checkpoint_tensors", "q7_model", "q7_answer"):
         groups: dict = defaultdict(list)
         for i, p in enumerate(profiles):
@@ -840,11 +843,11 @@ def compare(profiles: list[Profile], archive: list[Profile] | None = None, *, th
                 evidence.update(itertools.combinations(ids, 2))
     matches = []
     for i, j in shared.keys() | evidence:
-        found = shared.get((i, j), [])
-        if len(found) < MIN_SHARED_FINGERPRINTS and (i, j) not in evidence:
+        common = shared.get((i, j), [])
+        if len(common) < MIN_SHARED_FINGERPRINTS and (i, j) not in evidence:
             continue  # a fragment or two in common: no copy to score
         pair = _Pair()
-        for h, q, w in found:
+        for h, q, w in common:
             pair.add(h, q, w)
         matches.append(scorer.match(profiles[i], profiles[j], pair, archive=False))
 
@@ -862,7 +865,7 @@ def compare(profiles: list[Profile], archive: list[Profile] | None = None, *, th
         for j, entry in enumerate(archive or []):
             if p.checkpoint_tensors and entry.checkpoint_tensors == p.checkpoint_tensors:
                 found.setdefault(j, _Pair())  # an identical checkpoint is a match without shared code
-        archive_matches += [scorer.match(p, archive[j], pair, archive=True) for j, pair in found.items()]
+        archive_matches += [scorer.match(p, (archive or [])[j], pair, archive=True) for j, pair in found.items()]
 
     matches.sort(key=lambda m: (-m.score, m.a, m.b))
     archive_matches.sort(key=lambda m: (-m.score, m.a, m.b))

@@ -282,14 +282,15 @@ def challenge_view(challenge: dict) -> dict | None:
         return None
     c = challenge
     threshold = c.get("threshold")
-    rows = []
-    judged = c.get("eval_set") if isinstance(c.get("eval_set"), dict) else {}
+    rows: list[dict[str, Any]] = []
+    judged: dict[str, Any] = c["eval_set"] if isinstance(c.get("eval_set"), dict) else {}
     judged_name = str(judged.get("short") or "validation")
     for name, acc_key, ci_key, n_key in (
         (judged_name, "val_accuracy", "val_ci", "val_images"),
         ("test", "test_accuracy", "test_ci", "test_images"),
     ):
-        acc, ci = c.get(acc_key), c.get(ci_key)
+        acc: Any = c.get(acc_key)
+        ci: Any = c.get(ci_key)
         if not isinstance(acc, (int, float)) or (name == "test" and judged_name == "test set"):
             continue
         ci_ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
@@ -543,7 +544,8 @@ def class_view(
     figures = summary(results)
     questions = [q for q in QUESTIONS if any(c.question == q for r in results for c in r.checks)]
     titles = next((r.question_titles for r in results if r.question_titles), {})
-    students, problems = [], []
+    students: list[dict[str, Any]] = []
+    problems: list[dict[str, Any]] = []
     for r, folder, flags in zip(results, folders, needs_a_look(results)):
         link = f"{folder}/report.html"
         scores = {q.id: q for q in r.questions()}

@@ -176,7 +176,7 @@ def _norm(v):
     return v
 
 
-def diff_layers(expected: list[dict], found: list[dict]) -> tuple[list[str], list[LayerRow]]:
+def diff_layers(expected: list[dict], found: list) -> tuple[list[str], list[LayerRow]]:
     """Compare two layer lists; return sentences naming every difference, and rows for a
     side-by-side view ({"expected", "found", "status"})."""
     a = [normalized_kind(x) for x in expected]

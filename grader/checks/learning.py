@@ -10,7 +10,9 @@ the grader: a worker-side run returns logits, and the loss and accuracy are comp
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +76,7 @@ def _logits(fn, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([fn(x[i : i + 500]) for i in range(0, len(x), 500)])
 
 
-def notebook_dtype(capture: dict) -> torch.dtype:
+def notebook_dtype(capture: Mapping[str, Any]) -> torch.dtype:
     """The dtype the notebook's training helpers cast every batch to (its global
     ``dtype``; float32 as in the template when it is not a floating dtype)."""
     found = getattr(torch, str(capture.get("dtype") or ""), None)

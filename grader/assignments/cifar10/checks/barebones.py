@@ -4,6 +4,8 @@ parameters and training call), plus the provided helpers those questions rely on
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,7 @@ from grader.checks import CheckFailed, Context, Outcome, check
 from grader.checks.compare import PARITY_RTOL, kaiming_std, parity, shape_str
 from grader.checks.learning import judge_learning, manual_sgd_run, notebook_dtype, substitution_note
 from grader.details import TensorError, init_std, of, parity_figures, substitution, tensor_errors
+from grader.replies import TensorInfo
 
 from .verify import reported_parameters_are_captured
 
@@ -187,7 +190,7 @@ def flatten_helper(ctx: Context) -> Outcome:
 # -- Question 2 -----------------------------------------------------------------------------
 
 
-def _q2_params(ctx: Context) -> list[dict]:
+def _q2_params(ctx: Context) -> list[TensorInfo]:
     """The six parameters as the worker describes them, once that description is shown
     to be of the tensors the cell handed to training (see verify.py)."""
     capture = ctx.capture("Q2")
@@ -343,7 +346,7 @@ def learns(ctx: Context) -> Outcome:
     return outcome
 
 
-def _dtype_crash(params: list[dict], dtype: torch.dtype, exc: Exception) -> str:
+def _dtype_crash(params: Sequence[Mapping[str, Any]], dtype: torch.dtype, exc: Exception) -> str:
     """train_part2 casts every batch to the notebook's dtype: a parameter of another
     dtype makes its first forward pass fail, so the parameters never learn."""
     name = str(dtype).replace("torch.", "")

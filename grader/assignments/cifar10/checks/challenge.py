@@ -161,7 +161,7 @@ def evaluation_set(data: cifar.CIFAR10, *, mode: str, training: dict) -> dict:
     trained = _describe_runs(training["runs"])
     if len(held) == 0:
         return {**test, "reason": f"your loader_train draws every training image ({trained})"}
-    slice_name = f"training images {_describe_runs(cifar.index_runs(held.tolist()))}"
+    slice_name = f"training images {_describe_runs(cifar.index_runs(held.tolist()) or [])}"
     if not data.in_canonical_order:
         return {
             **test,

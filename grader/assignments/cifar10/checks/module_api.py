@@ -9,6 +9,8 @@ import contextlib
 import inspect
 import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from grader.checks import CheckFailed, Context, Outcome, check
 from grader.checks.compare import PARITY_RTOL, kaiming_std, layer_str, map_state, parity
 from grader.checks.learning import judge_learning, module_run, notebook_dtype, substitution_note, worker_run
 from grader.details import init_std, layer_lists, of, parity_figures, settings_found, student_error, substitution
+from grader.replies import CaptureReply, ConstructReply
 from grader.sandbox import StudentError
 
 from . import spec
@@ -25,11 +28,11 @@ from .verify import answer_key_present, described_layers_are_built, reported_wei
 SPEC_ARGS = (3, 32, 16, 10)
 
 
-def _layers_with_params(layers: list[dict]) -> list[dict]:
+def _layers_with_params(layers: Sequence[Mapping[str, Any]]) -> list:
     return [layer for layer in layers if layer["kind"] in ("Conv2d", "Linear")]
 
 
-def same_layers(expected: list[dict], found: list[dict]) -> tuple[bool, list[str]]:
+def same_layers(expected: Sequence[Mapping[str, Any]], found: Sequence[Mapping[str, Any]]) -> tuple[bool, list[str]]:
     """Compare the parameterised layers as a multiset (attribute order in __init__ is
     free); return whether they agree and the differences in words."""
     want = Counter(layer_str(x) for x in _layers_with_params(expected))
@@ -48,8 +51,14 @@ def _random_state(reference: torch.nn.Module, gen: torch.Generator) -> dict[str,
 
 
 def parity_run(
-    ctx: Context, *, key: str, target: dict, reference: torch.nn.Module, student_model: dict, sizes=(7, 40)
-) -> dict:
+    ctx: Context,
+    *,
+    key: str,
+    target: dict,
+    reference: torch.nn.Module,
+    student_model: Mapping[str, Any],
+    sizes=(7, 40),
+) -> list[dict]:
     """Load identical random weights into the student's module and the reference; run
     both forward and backward on the same secret float64 batches. Cached per key."""
     if key in ctx.shared:
@@ -115,10 +124,10 @@ def judge_forward(runs: list[dict]) -> Outcome:
         out = run["student"].get("output_train")
         if out is None:
             continue
-        p = parity(out["value"], run["output"], rtol=PARITY_RTOL) if out.get("is_tensor") else None
-        train_worst = max(train_worst or 0.0, p.rel if p else math.inf)
-        if p is None or not p.ok:
-            training.append(f"N={run['n']}: " + (p.describe() if p else f"output is a {out.get('type')}"))
+        pt = parity(out["value"], run["output"], rtol=PARITY_RTOL) if out.get("is_tensor") else None
+        train_worst = max(train_worst or 0.0, pt.rel if pt else math.inf)
+        if pt is None or not pt.ok:
+            training.append(f"N={run['n']}: " + (pt.describe() if pt else f"output is a {out.get('type')}"))
     details = of(parity_figures(rel_err=worst, train_mode_rel_err=train_worst, tolerance=PARITY_RTOL))
     if training:
         return Outcome(
@@ -263,7 +272,7 @@ def _forward_matches_reference(ctx: Context) -> bool:
 # -- Question 4 -----------------------------------------------------------------------------
 
 
-def _with_specified_layers(ctx: Context) -> dict:
+def _with_specified_layers(ctx: Context) -> ConstructReply:
     """ThreeLayerConvNet(3, 32, 16, 10) with its convolutions and linear layer replaced
     by the specified ones (matched in order of definition), so that Question 4 tests
     the forward pass alone and a constructor mistake costs only Question 3."""
@@ -410,7 +419,7 @@ def optimizer_steps(ctx: Context, question: str, settings: dict, cls: type = tor
     )
 
 
-def _rebuild_optimizer(opt: dict, model: torch.nn.Module) -> torch.optim.Optimizer | None:
+def _rebuild_optimizer(opt: Mapping[str, Any], model: torch.nn.Module) -> torch.optim.Optimizer | None:
     """The student's optimizer rebuilt on the trusted side from its settings, when it is
     a torch.optim class with one group over every parameter."""
     if (
@@ -455,7 +464,7 @@ def learning(ctx: Context, question: str, reference: torch.nn.Module, layers: li
         else None
     )
     if mapping is not None:
-        state, redrawn = dict(capture["state"]), []
+        state, redrawn = dict(capture["state"]), list[str]()
         if question == "Q5":
             state, redrawn = _specified_init(ctx, model, state)
         reference.load_state_dict({r: state[s].float() for s, r in mapping.items()})
@@ -491,7 +500,7 @@ def learning(ctx: Context, question: str, reference: torch.nn.Module, layers: li
     return judge_learning(run)
 
 
-def _specified_init(ctx: Context, model: dict, state: dict) -> tuple[dict, list[str]]:
+def _specified_init(ctx: Context, model: Mapping[str, Any], state: dict) -> tuple[dict, list[str]]:
     """The captured weights, with each one the student's constructor initialised wrongly
     (and that the Question 5 cell left as it was) redrawn as Kaiming normal."""
     if model.get("type") != "ThreeLayerConvNet":
@@ -515,7 +524,7 @@ def _specified_init(ctx: Context, model: dict, state: dict) -> tuple[dict, list[
     return state, redrawn
 
 
-def complete_capture(ctx: Context, question: str) -> dict:
+def complete_capture(ctx: Context, question: str) -> CaptureReply:
     """The question's capture, refused when its cell raised before calling the training
     helper: what the cell left behind (the previous model or optimizer, a None) is not
     the answer, and the error is the real mistake."""
@@ -537,7 +546,7 @@ def complete_capture(ctx: Context, question: str) -> dict:
     return capture
 
 
-def _no_parameters_hint(capture: dict) -> str:
+def _no_parameters_hint(capture: CaptureReply) -> str:
     model = capture.get("model", {})
     if model.get("is_module") and not model.get("param_names"):
         return (

@@ -6,6 +6,7 @@ from __future__ import annotations
 from grader.checks import Context, Outcome, check
 from grader.checks.compare import diff_layers
 from grader.details import layer_diff, of, parity_figures
+from grader.replies import ModuleInfo
 
 from . import spec
 from .module_api import complete_capture, judge_forward, judge_gradients, learning, optimizer_settings, parity_run
@@ -19,7 +20,7 @@ def _spec(ctx: Context):
     return model
 
 
-def _captured_model(ctx: Context) -> dict:
+def _captured_model(ctx: Context) -> ModuleInfo:
     return complete_capture(ctx, "Q6")["model"]
 
 
