@@ -203,7 +203,7 @@ def _settings_block(part: details.Settings, labels: dict[int, str]) -> dict:
 def _init_std_block(part: details.InitStd, labels: dict[int, str]) -> dict:
     rows = []
     for name, value in part["std"].items():
-        value = value if isinstance(value, dict) else {}  # type: ignore[assignment]  # as read back from JSON
+        value = value if isinstance(value, dict) else {}  # as read back from JSON
         found, expected = value.get("found"), value.get("expected")
         ratio = (
             found / expected
