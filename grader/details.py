@@ -168,7 +168,9 @@ Part = (
     | Measurement
     | Values
 )
-Details = dict[str, Any]  # kind -> Part (dict[str, Part] once every reader narrows by kind)
+# kind -> Part. Values are Any: details read back from JSON (or in the flat form of
+# before) are plain dicts until ``parts`` reads them.
+Details = dict[str, Any]
 
 KINDS = (
     "parity",
