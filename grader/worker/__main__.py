@@ -186,7 +186,7 @@ def _distribution_paths(roots: tuple[str, ...]) -> set[str]:
     import re
     from importlib import metadata
 
-    wanted, seen, paths = list(roots), set(), set()
+    wanted, seen, paths = list(roots), set[str](), set[str]()
     while wanted:
         name = re.sub(r"[-_.]+", "-", wanted.pop()).lower()
         if name in seen:

@@ -206,7 +206,7 @@ def layers(ctx: Context) -> Outcome:
     )
 
 
-def _layers_verified(ctx: Context, built: dict, args: tuple) -> str | None:
+def _layers_verified(ctx: Context, built: ConstructReply, args: tuple) -> str | None:
     return described_layers_are_built(
         ctx,
         target={"handle": built["handle"]},

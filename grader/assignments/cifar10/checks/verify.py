@@ -10,6 +10,8 @@ forged description earns points only if it describes what the code actually does
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -62,7 +64,7 @@ def _secret_generator(ctx: Context) -> torch.Generator:
 
 
 def reported_parameters_are_captured(
-    ctx: Context, *, question: str, params: list[dict], dtype: torch.dtype
+    ctx: Context, *, question: str, params: Sequence[Mapping[str, Any]], dtype: torch.dtype
 ) -> str | None:
     """None if the parameters the worker reported for ``question`` are the ones its cell
     handed to training: the cell's own training function, run on secret inputs with the
@@ -103,7 +105,7 @@ def reported_parameters_are_captured(
 
 
 def described_layers_are_built(
-    ctx: Context, *, target: dict, model: dict, state: dict[str, torch.Tensor], name: str, args: list
+    ctx: Context, *, target: dict, model: Mapping[str, Any], state: dict[str, torch.Tensor], name: str, args: list
 ) -> str | None:
     """None if the layers the worker described (``model``) for the module ``target`` (a
     constructed one's handle, or a question's captured model, an instance of the class
