@@ -266,6 +266,19 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
         )
 
 
+def default_variant() -> Any:
+    """The standard homework's specification values (channels, learning rates, the Question 7
+    threshold and epoch limit): what checks grade against unless a variant is given."""
+    from .assignments.cifar10.checks.spec import DEFAULT
+
+    return DEFAULT
+
+
+def check_title(spec: CheckSpec, variant: Any = None) -> str:
+    """A check's title with the variant's values filled in ("learning rate is {q2_lr}")."""
+    return (variant or default_variant()).title(spec.title)
+
+
 def budget_message(limits: Limits) -> str:
     return f"the submission used up its {limits.submission_seconds:g} s time budget before this check finished"
 
@@ -299,7 +312,13 @@ def new_result(name: str, source: str, rubric: Rubric) -> SubmissionResult:
 
 
 def complete(
-    result: SubmissionResult, specs: list[CheckSpec], rubric: Rubric, *, status: str, message: str
+    result: SubmissionResult,
+    specs: list[CheckSpec],
+    rubric: Rubric,
+    *,
+    status: str,
+    message: str,
+    variant: Any = None,
 ) -> SubmissionResult:
     """Give every check without a result ``status`` and no points, then order them, so
     that an invalid or crashed submission still shows every check and the full total."""
@@ -308,7 +327,16 @@ def complete(
         if spec.id not in done:
             entry = rubric.entries[spec.id]
             result.checks.append(
-                CheckResult(spec.id, spec.question, spec.title, status, 0.0, entry.points, entry.visibility, message)
+                CheckResult(
+                    spec.id,
+                    spec.question,
+                    check_title(spec, variant),
+                    status,
+                    0.0,
+                    entry.points,
+                    entry.visibility,
+                    message,
+                )
             )
     order = {s.id: i for i, s in enumerate(specs)}
     result.checks.sort(key=lambda c: order.get(c.id, 0))
@@ -328,6 +356,7 @@ def grade_submission(
     visible_only: bool = False,
     questions: set[str] | None = None,
     retrain: bool = True,
+    variant: Any = None,
 ) -> SubmissionResult:
     """Grade one submission (a file or folder at ``path``, or an already loaded
     ``submission``) and return its result; a bad submission never raises.
@@ -336,6 +365,8 @@ def grade_submission(
     checks that need the images must be skipped. ``run_seed`` chooses the secret probe
     inputs (random when None). ``visible_only`` runs only the checks students may see.
     ``retrain=False`` leaves Question 7 unchecked when no checkpoint was submitted.
+    ``variant`` holds the homework's specification values (``grade assign --variant``);
+    None grades the standard homework.
     """
     started = time.monotonic()
     rubric = rubric or load_rubric()
@@ -353,7 +384,9 @@ def grade_submission(
                 result.sha256 = content_hash(path)
             result.duration = time.monotonic() - started
             bound_result(result)
-            return complete(result, specs, rubric, status="failed", message=f"invalid submission: {exc}")
+            return complete(
+                result, specs, rubric, status="failed", message=f"invalid submission: {exc}", variant=variant
+            )
     result = new_result(submission.name, submission.path.name, rubric)
     result.sha256, result.kind, result.layout = submission.sha256, submission.kind, submission.layout
     result.notes.extend(submission.notes)
@@ -373,7 +406,14 @@ def grade_submission(
                 result.notes.extend(module_stop_notes(submission.path.name, result.cells))
             if session.worker:
                 result.notes.append(f"sandbox: {session.worker.sandbox()}")
-            ctx = Context(session=session, run_seed=run_seed, data_loader=data_loader, results=result, rubric=rubric)
+            ctx = Context(
+                session=session,
+                run_seed=run_seed,
+                data_loader=data_loader,
+                results=result,
+                rubric=rubric,
+                variant=variant,
+            )
             ctx.retrain = retrain
             for spec in specs:
                 entry = rubric.entries[spec.id]
@@ -386,7 +426,7 @@ def grade_submission(
                     CheckResult(
                         spec.id,
                         spec.question,
-                        spec.title,
+                        check_title(spec, variant),
                         status,
                         round(score, 4),
                         entry.points,
@@ -408,6 +448,6 @@ def grade_submission(
     result.duration = time.monotonic() - started
     bound_result(result)
     if result.status == "crashed":
-        return complete(result, specs, rubric, status="error", message=result.reason)
+        return complete(result, specs, rubric, status="error", message=result.reason, variant=variant)
     budget = f"the submission used up its {limits.submission_seconds:g} s time budget before this check"
-    return complete(result, specs, rubric, status="timeout", message=budget)
+    return complete(result, specs, rubric, status="timeout", message=budget, variant=variant)

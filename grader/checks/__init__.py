@@ -104,10 +104,19 @@ class Context:
     """What a check may use: the worker, the reference, the dataset, its random inputs."""
 
     def __init__(
-        self, *, session: StudentSession, run_seed: int, data_loader, results: SubmissionResult, rubric: Rubric
+        self,
+        *,
+        session: StudentSession,
+        run_seed: int,
+        data_loader,
+        results: SubmissionResult,
+        rubric: Rubric,
+        variant: Any = None,
     ):
         self.session = session
         self.rubric = rubric  # Question 7 reads its threshold policy here
+        # The homework's specification values (a variant of them); None: the standard ones.
+        self.variant = variant
         self.run_seed = run_seed
         self._data_loader = data_loader
         self._data = None

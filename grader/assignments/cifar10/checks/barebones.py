@@ -16,11 +16,16 @@ from grader.checks.learning import judge_learning, manual_sgd_run, notebook_dtyp
 from grader.details import TensorError, init_std, of, parity_figures, substitution, tensor_errors
 from grader.replies import TensorInfo
 
+from .spec import variant_of
 from .verify import reported_parameters_are_captured
 
 PARAM_NAMES = ("conv_w1", "conv_b1", "conv_w2", "conv_b2", "fc_w", "fc_b")
-Q2_SHAPES = ((32, 3, 5, 5), (32,), (16, 32, 3, 3), (16,), (16 * 32 * 32, 10), (10,))
-Q2_LEARNING_RATE = 3e-3
+
+
+def q2_shapes(ctx: Context) -> tuple[tuple[int, ...], ...]:
+    """The shapes of Question 2's parameters: (32, 3, 5, 5), (32,), ... in the standard homework."""
+    c1, c2 = variant_of(ctx).channel_1, variant_of(ctx).channel_2
+    return ((c1, 3, 5, 5), (c1,), (c2, c1, 3, 3), (c2,), (c2 * 32 * 32, 10), (10,))
 
 
 def _convnet_params(gen: torch.Generator, c1: int, c2: int, dtype=torch.float64) -> list[torch.Tensor]:
@@ -211,7 +216,7 @@ def _q2_params(ctx: Context) -> list[TensorInfo]:
 @check("Q2", "parameter shapes and dtype", timeout=30)
 def shapes(ctx: Context) -> Outcome:
     problems = []
-    for name, desc, want in zip(PARAM_NAMES, _q2_params(ctx), Q2_SHAPES):
+    for name, desc, want in zip(PARAM_NAMES, _q2_params(ctx), q2_shapes(ctx)):
         if not desc.get("is_tensor"):
             problems.append(f"{name} is {desc.get('type')} ({desc.get('repr')}), not a tensor")
         elif tuple(desc["shape"]) != want:
@@ -252,14 +257,15 @@ def requires_grad(ctx: Context) -> Outcome:
 @check("Q2", "Kaiming initialisation of the weights", timeout=30)
 def kaiming_init(ctx: Context) -> Outcome:
     params = _q2_params(ctx)
+    shapes = q2_shapes(ctx)
     tests = []
     for index, fan_in_of in ((0, lambda s: math.prod(s[1:])), (2, lambda s: math.prod(s[1:])), (4, lambda s: s[0])):
         desc = params[index]
-        if not desc.get("is_tensor") or tuple(desc["shape"]) != Q2_SHAPES[index]:
+        if not desc.get("is_tensor") or tuple(desc["shape"]) != shapes[index]:
             return Outcome(
                 False, f"{PARAM_NAMES[index]} does not have the expected shape, so its initialisation cannot be judged"
             )
-        tests.append(kaiming_std(PARAM_NAMES[index], desc["value"], fan_in_of(Q2_SHAPES[index])))
+        tests.append(kaiming_std(PARAM_NAMES[index], desc["value"], fan_in_of(shapes[index])))
     message = "; ".join(t.describe() for t in tests)
     return Outcome(
         all(t.ok for t in tests),
@@ -268,14 +274,15 @@ def kaiming_init(ctx: Context) -> Outcome:
     )
 
 
-@check("Q2", "learning rate is 3e-3", timeout=30)
+@check("Q2", "learning rate is {q2_lr}", timeout=30)
 def learning_rate(ctx: Context) -> Outcome:
     ctx.require_answer("Q2")
     lr = ctx.capture("Q2").get("learning_rate")
     if lr is None:
         return Outcome(False, "no numeric learning rate was passed to train_part2")
-    ok = math.isclose(lr, Q2_LEARNING_RATE, rel_tol=1e-9)
-    return Outcome(ok, f"learning rate {lr:g}" + ("" if ok else f", expected {Q2_LEARNING_RATE:g}"))
+    want = variant_of(ctx).q2.lr
+    ok = math.isclose(lr, want, rel_tol=1e-9)
+    return Outcome(ok, f"learning rate {lr:g}" + ("" if ok else f", expected {want:g}"))
 
 
 @check("Q2", "one step of train_part2 from your parameters equals the reference update", timeout=60)
@@ -289,7 +296,7 @@ def sgd_step(ctx: Context) -> Outcome:
     if any(v is None for v in values):
         raise CheckFailed("every parameter must be a tensor before a step can be taken")
     dtype = notebook_dtype(ctx.capture("Q2"))
-    if all(tuple(v.shape) == s for v, s in zip(values, Q2_SHAPES)):
+    if all(tuple(v.shape) == s for v, s in zip(values, q2_shapes(ctx))):
         try:  # the step train_part2 would take starts with a forward pass on a batch of the notebook's dtype
             ctx.reference.three_layer_convnet(torch.zeros(1, 3, 32, 32, dtype=dtype), values)
         except RuntimeError as exc:
@@ -305,10 +312,10 @@ def sgd_step(ctx: Context) -> Outcome:
         for v in values
     ]
     out = ctx.probe("train_part2_replay", question="Q2", x=x, y=y, scores=scores, direction=direction, grads=grads)
-    problems, worst = [], 0.0
+    problems, worst, lr = [], 0.0, variant_of(ctx).q2.lr
     for name, before, after, g in zip(PARAM_NAMES, out["before"], out["after"], grads):
         moved = before.double() - after.double()
-        p = parity(moved, Q2_LEARNING_RATE * g.double(), rtol=1e-3)
+        p = parity(moved, lr * g.double(), rtol=1e-3)
         worst = max(worst, p.rel)
         if not p.ok:
             ratio = (moved.flatten() @ g.double().flatten()) / (g.double().flatten() @ g.double().flatten())
@@ -316,12 +323,12 @@ def sgd_step(ctx: Context) -> Outcome:
     if problems:
         return Outcome(
             False,
-            f"the update differs from w - {Q2_LEARNING_RATE:g} * grad: " + "; ".join(problems),
+            f"the update differs from w - {lr:g} * grad: " + "; ".join(problems),
             details=of(parity_figures(rel_err=worst)),
         )
     return Outcome(
         True,
-        f"every parameter moved to w - {Q2_LEARNING_RATE:g} * grad (relative error {worst:.2g})",
+        f"every parameter moved to w - {lr:g} * grad (relative error {worst:.2g})",
         details=of(parity_figures(rel_err=worst)),
     )
 
@@ -330,7 +337,7 @@ def sgd_step(ctx: Context) -> Outcome:
 def learns(ctx: Context) -> Outcome:
     params = _q2_params(ctx)
     lr = ctx.capture("Q2").get("learning_rate")
-    if any(not d.get("is_tensor") or tuple(d["shape"]) != s for d, s in zip(params, Q2_SHAPES)) or lr is None:
+    if any(not d.get("is_tensor") or tuple(d["shape"]) != s for d, s in zip(params, q2_shapes(ctx))) or lr is None:
         raise CheckFailed("needs six tensors of the expected shapes and a learning rate")
     dtype = notebook_dtype(ctx.capture("Q2"))
     try:

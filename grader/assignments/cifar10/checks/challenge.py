@@ -4,7 +4,7 @@ The student's model (architecture from the notebook, weights from the submitted
 checkpoint) predicts the grader's images in the worker; the labels stay here, where the
 accuracies and their 95% confidence intervals are computed. Without a checkpoint, the
 worker retrains the model with the student's own training code on the grader's 49,000
-training images, at most 10 epochs, within a time budget.
+training images, at most 10 epochs (the variant's limit), within a time budget.
 
 The accuracy that earns points measures generalisation, since CIFAR-10 and its labels are
 public: it is judged on images the student's code did not train on (``evaluation_set``),
@@ -27,7 +27,8 @@ from grader.checkpoint import inspect_checkpoint, pick_checkpoint
 from grader.checks import CheckFailed, Context, Outcome, check, probe_generator
 from grader.details import measurement, of, values
 
-MAX_EPOCHS = 10
+from .spec import variant_of
+
 Z95 = 1.959964
 # Perturbed copies of this many evaluation images (class-balanced) are predicted too.
 PERTURBED_IMAGES = 2000
@@ -328,7 +329,7 @@ def _retrain(ctx: Context, judged: dict, result: dict) -> dict | None:
         holdout_images=data.train_images[holdout],
         holdout_labels=data.train_labels[holdout],
         eval_images=judged["images"],
-        max_epochs=MAX_EPOCHS,
+        max_epochs=variant_of(ctx).q7.epochs,
         budget=budget,
         cells=cells,
     )
@@ -400,7 +401,9 @@ def weights(ctx: Context) -> Outcome:
     )
 
 
-@check("Q7", "accuracy on images your code did not train on reaches the threshold (70% by default)", timeout=600)
+@check(
+    "Q7", "accuracy on images your code did not train on reaches the threshold ({q7_threshold} by default)", timeout=600
+)
 def validation_accuracy(ctx: Context) -> Outcome:
     result = evaluation(ctx)
     if "val_accuracy" not in result:
@@ -441,15 +444,16 @@ def validation_accuracy(ctx: Context) -> Outcome:
     return Outcome(result["val_accuracy"] >= threshold.full_at, text, fraction=fraction, details=details)
 
 
-@check("Q7", "training rules: at most 10 epochs, reported accuracy consistent", timeout=600)
+@check("Q7", "training rules: at most {q7_epochs} epochs, reported accuracy consistent", timeout=600)
 def training_rules(ctx: Context) -> Outcome:
     result = evaluation(ctx)
     problems, notes = [], []
+    limit = variant_of(ctx).q7.epochs
     requested = result.get("epochs_requested") or []
-    if sum(requested) > MAX_EPOCHS:
-        problems.append(f"the notebook trains for {sum(requested)} epochs with train_part34; the limit is {MAX_EPOCHS}")
+    if sum(requested) > limit:
+        problems.append(f"the notebook trains for {sum(requested)} epochs with train_part34; the limit is {limit}")
     if result.get("stopped") == "epochs":
-        problems.append(f"retraining was stopped at the {MAX_EPOCHS}-epoch limit; the code asks for more")
+        problems.append(f"retraining was stopped at the {limit}-epoch limit; the code asks for more")
     if result["mode"] == "checkpoint" and not requested:
         notes.append("the epoch count of your own training loop cannot be verified from a checkpoint")
     if result.get("flagged"):

@@ -23,9 +23,13 @@ from grader.replies import CaptureReply, ConstructReply
 from grader.sandbox import StudentError
 
 from . import spec
+from .spec import variant_of
 from .verify import answer_key_present, described_layers_are_built, reported_weights_drive_outputs
 
-SPEC_ARGS = (3, 32, 16, 10)
+
+def spec_args(ctx: Context) -> tuple[int, int, int, int]:
+    """ThreeLayerConvNet's specified arguments: (3, 32, 16, 10) in the standard homework."""
+    return variant_of(ctx).convnet_args
 
 
 def _layers_with_params(layers: Sequence[Mapping[str, Any]]) -> list:
@@ -179,13 +183,14 @@ def judge_gradients(runs: list[dict]) -> Outcome:
 
 
 def _spec_model(ctx: Context):
-    return ctx.reference.ThreeLayerConvNet(*SPEC_ARGS)
+    return ctx.reference.ThreeLayerConvNet(*spec_args(ctx))
 
 
 @check("Q3", "layers: types, sizes and padding", timeout=30)
 def layers(ctx: Context) -> Outcome:
-    built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))
-    expected = spec.three_layer_convnet(*SPEC_ARGS)
+    args = spec_args(ctx)
+    built = ctx.construct("ThreeLayerConvNet", list(args))
+    expected = spec.three_layer_convnet(*args)
     ok, problems = same_layers(expected, built["model"]["leaves"])
     found = ", ".join(layer_str(x) for x in _layers_with_params(built["model"]["leaves"])) or "no layers"
     details = of(
@@ -197,13 +202,11 @@ def layers(ctx: Context) -> Outcome:
     if ok:
         # The layers are the worker's description: believed once the module computes
         # what a module with those layers computes (see verify.py).
-        problem = _layers_verified(ctx, built, SPEC_ARGS)
+        problem = _layers_verified(ctx, built, args)
         if problem:
             return Outcome(False, problem, details=details)
-        return Outcome(True, f"ThreeLayerConvNet(3, 32, 16, 10) has {found}", details=details)
-    return Outcome(
-        False, "ThreeLayerConvNet(3, 32, 16, 10): " + "; ".join(problems) + f" (found {found})", details=details
-    )
+        return Outcome(True, f"ThreeLayerConvNet{args} has {found}", details=details)
+    return Outcome(False, f"ThreeLayerConvNet{args}: " + "; ".join(problems) + f" (found {found})", details=details)
 
 
 def _layers_verified(ctx: Context, built: ConstructReply, args: tuple) -> str | None:
@@ -237,7 +240,7 @@ def uses_arguments(ctx: Context) -> Outcome:
 
 @check("Q3", "Kaiming normal initialisation of every weight", timeout=30)
 def kaiming_init(ctx: Context) -> Outcome:
-    built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS), seed=0)
+    built = ctx.construct("ThreeLayerConvNet", list(spec_args(ctx)), seed=0)
     tests = []
     for leaf in _layers_with_params(built["model"]["leaves"]):
         name = f"{leaf['path']}.weight" if leaf["path"] else "weight"
@@ -247,7 +250,7 @@ def kaiming_init(ctx: Context) -> Outcome:
         fan_in = math.prod(weight.shape[1:])  # PyTorch's fan_in: in_features, or in_channels * kH * kW
         tests.append(kaiming_std(f"{leaf['path']} ({layer_str(leaf)})", weight, fan_in))
     if not tests:
-        return Outcome(False, "ThreeLayerConvNet(3, 32, 16, 10) has no convolution or linear weights to check")
+        return Outcome(False, f"ThreeLayerConvNet{spec_args(ctx)} has no convolution or linear weights to check")
     details = of(init_std({t.name: t.details() for t in tests}))
     if all(t.ok for t in tests) and answer_key_present(ctx) and _forward_matches_reference(ctx):
         # The statistics are of weights the worker reported: believe them only if they
@@ -276,15 +279,16 @@ def _with_specified_layers(ctx: Context) -> ConstructReply:
     """ThreeLayerConvNet(3, 32, 16, 10) with its convolutions and linear layer replaced
     by the specified ones (matched in order of definition), so that Question 4 tests
     the forward pass alone and a constructor mistake costs only Question 3."""
-    built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))
+    args = spec_args(ctx)
+    built = ctx.construct("ThreeLayerConvNet", list(args))
     leaves = _layers_with_params(built["model"]["leaves"])
-    wanted = spec.three_layer_convnet(*SPEC_ARGS)
+    wanted = spec.three_layer_convnet(*args)
     convs = [x for x in leaves if x["kind"] == "Conv2d"]
     linears = [x for x in leaves if x["kind"] == "Linear"]
     if len(convs) != 2 or len(linears) != 1 or not all(x["path"] for x in leaves):
         return built  # not the three layers the spec names: test the model as built
     install = {layer["path"]: target for layer, target in zip([*convs, *linears], wanted)}
-    return ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS), install=install)
+    return ctx.construct("ThreeLayerConvNet", list(args), install=install)
 
 
 def _q4_parity(ctx: Context) -> list[dict]:
@@ -506,7 +510,7 @@ def _specified_init(ctx: Context, model: Mapping[str, Any], state: dict) -> tupl
     if model.get("type") != "ThreeLayerConvNet":
         return state, []
     try:
-        built = ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS), seed=0)["state"]
+        built = ctx.construct("ThreeLayerConvNet", list(spec_args(ctx)), seed=0)["state"]
     except CheckFailed:
         return state, []
     gen = torch.Generator().manual_seed(0)
@@ -558,17 +562,16 @@ def _no_parameters_hint(capture: CaptureReply) -> str:
 
 # -- Question 5 -----------------------------------------------------------------------------
 
-Q5_SGD = {"lr": 3e-3, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "dampening": 0.0}
 
-
-@check("Q5", "the model is ThreeLayerConvNet(3, 32, 16, 10)", timeout=30)
+@check("Q5", "the model is {convnet}", timeout=30)
 def model(ctx: Context) -> Outcome:
     capture = complete_capture(ctx, "Q5")
     found = capture["model"]
-    spec_ok, problems = same_layers(spec.three_layer_convnet(*SPEC_ARGS), found["leaves"])
+    args = spec_args(ctx)
+    spec_ok, problems = same_layers(spec.three_layer_convnet(*args), found["leaves"])
     own_ok = False
     with contextlib.suppress(CheckFailed):  # their class may not build; the spec still counts
-        own_ok = same_layers(ctx.construct("ThreeLayerConvNet", list(SPEC_ARGS))["model"]["leaves"], found["leaves"])[0]
+        own_ok = same_layers(ctx.construct("ThreeLayerConvNet", list(args))["model"]["leaves"], found["leaves"])[0]
     layers_text = ", ".join(layer_str(x) for x in _layers_with_params(found["leaves"]))
     if spec_ok or own_ok:
         # The layers are the worker's description of the captured model (see verify.py).
@@ -578,31 +581,30 @@ def model(ctx: Context) -> Outcome:
             model=found,
             state=capture["state"],
             name="ThreeLayerConvNet",
-            args=list(SPEC_ARGS),
+            args=list(args),
         )
         if problem:
             return Outcome(False, problem)
         return Outcome(True, f"a {found['type']} with {layers_text}")
     return Outcome(
         False,
-        f"the model's layers are {layers_text}; expected those of ThreeLayerConvNet(3, 32, 16, 10): "
-        + "; ".join(problems),
+        f"the model's layers are {layers_text}; expected those of ThreeLayerConvNet{args}: " + "; ".join(problems),
     )
 
 
-@check("Q5", "optimizer is plain SGD with lr 3e-3 over every parameter", timeout=30)
+@check("Q5", "optimizer is plain SGD with lr {q5_lr} over every parameter", timeout=30)
 def optimizer(ctx: Context) -> Outcome:
-    return optimizer_settings(ctx, "Q5", Q5_SGD)
+    return optimizer_settings(ctx, "Q5", variant_of(ctx).q5_sgd)
 
 
 @check("Q5", "optimizer steps equal the reference SGD steps", timeout=30)
 def optimizer_step(ctx: Context) -> Outcome:
-    return optimizer_steps(ctx, "Q5", {"lr": 3e-3})
+    return optimizer_steps(ctx, "Q5", {"lr": variant_of(ctx).q5.lr})
 
 
 @check("Q5", "the model and optimizer learn on real images", timeout=120)
 def learns(ctx: Context) -> Outcome:
-    return learning(ctx, "Q5", _spec_model(ctx), spec.three_layer_convnet(*SPEC_ARGS))
+    return learning(ctx, "Q5", _spec_model(ctx), spec.three_layer_convnet(*spec_args(ctx)))
 
 
 @check("Q5", "the provided train_part34 helper trains correctly", timeout=60)

@@ -1,5 +1,5 @@
 """Part IV, the nn.Sequential API: Question 6, the three-layer ConvNet as a Sequential
-with SGD (lr 1e-2, momentum 0.9, Nesterov)."""
+with SGD (lr 1e-2, momentum 0.9, Nesterov in the standard homework; see spec.Variant)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,25 @@ from grader.replies import ModuleInfo
 
 from . import spec
 from .module_api import complete_capture, judge_forward, judge_gradients, learning, optimizer_settings, parity_run
+from .spec import variant_of
 from .verify import answer_key_present
-
-Q6_SGD = {"lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "dampening": 0.0}
 
 
 def _spec(ctx: Context):
-    model, _ = ctx.reference.sequential_convnet_and_optimizer()
+    v = variant_of(ctx)
+    model, _ = ctx.reference.sequential_convnet_and_optimizer(
+        learning_rate=v.q6.lr,
+        channel_1=v.channel_1,
+        channel_2=v.channel_2,
+        momentum=v.q6.momentum,
+        nesterov=v.q6.nesterov,
+    )
     return model
+
+
+def _spec_layers(ctx: Context) -> list[dict]:
+    v = variant_of(ctx)
+    return spec.sequential_convnet(v.channel_1, v.channel_2)
 
 
 def _captured_model(ctx: Context) -> ModuleInfo:
@@ -27,7 +38,7 @@ def _captured_model(ctx: Context) -> ModuleInfo:
 @check("Q6", "architecture matches the specification layer by layer", timeout=30)
 def architecture(ctx: Context) -> Outcome:
     found = _captured_model(ctx)
-    problems, rows = diff_layers(spec.sequential_convnet(), found["leaves"])
+    problems, rows = diff_layers(_spec_layers(ctx), found["leaves"])
     details = of(layer_diff(rows))
     if problems:
         return Outcome(False, "; ".join(problems), details=details)
@@ -68,11 +79,11 @@ def parity(ctx: Context) -> Outcome:
     return Outcome(False, "; ".join(failing), details=details)
 
 
-@check("Q6", "optimizer is SGD with lr 1e-2, momentum 0.9 and Nesterov", timeout=30)
+@check("Q6", "optimizer is SGD with {q6_sgd_short}", timeout=30)
 def optimizer(ctx: Context) -> Outcome:
-    return optimizer_settings(ctx, "Q6", Q6_SGD)
+    return optimizer_settings(ctx, "Q6", variant_of(ctx).q6_sgd)
 
 
 @check("Q6", "the model and optimizer learn on real images", timeout=120)
 def learns(ctx: Context) -> Outcome:
-    return learning(ctx, "Q6", _spec(ctx), spec.sequential_convnet())
+    return learning(ctx, "Q6", _spec(ctx), _spec_layers(ctx))
