@@ -7,6 +7,12 @@ reference code with ``source(name)`` and answers with ``region("Qn")``. Renderin
 with the answers removed gives the student template; with the answers kept, the filled
 example. ``grade assign`` writes both forms (notebook and module); ``grade assign
 --check`` fails if the committed files differ from what the sources generate.
+
+The specification's values (channels, learning rates, Question 6's momentum, Question 7's
+threshold and epoch limit) come from a ``Variant`` (``assignments/cifar10/checks/spec.py``):
+the template's text and cells are rendered with them, the answers read them from the
+cells' variables, and ``grade assign --variant FILE --out DIR`` writes a variant's
+template, answer key example, rubric and variant file into DIR.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import textwrap
 from pathlib import Path
 
 import jinja2
+
+from .assignments.cifar10.checks.spec import DEFAULT, Variant, variant_rubric_text, variant_toml
+from .rubric import DEFAULT_RUBRIC
 
 ASSIGNMENT = "cifar10-pytorch"
 TEMPLATE_VERSION = "1.0"
@@ -121,8 +130,8 @@ class Sources:
         return [line for i, body in enumerate(bodies) for line in ([""] if i else []) + body]
 
 
-def render_script(*, filled: bool, root: Path | None = None) -> str:
-    """The assignment as a percent-format Python script."""
+def render_script(*, filled: bool, root: Path | None = None, variant: Variant = DEFAULT) -> str:
+    """The assignment as a percent-format Python script, with ``variant``'s values."""
     root = root or _project_root()
     sources = Sources(root)
     env = jinja2.Environment(
@@ -136,14 +145,16 @@ def render_script(*, filled: bool, root: Path | None = None) -> str:
         source=lambda name: transform_regions(sources.definition(name), filled=filled),
         region=lambda q: "\n".join(_marked(q, sources.region(q), "", filled=filled)),
         notebook_name=f"{NOTEBOOK_NAME}.ipynb",
+        v=variant.words(),
     )
 
 
 _CELL = re.compile(r"^# %%(?P<rest>.*)$")
 
 
-def script_to_notebook(script: str):
-    """Turn a percent-format script into an nbformat v4 notebook."""
+def script_to_notebook(script: str, variant: Variant = DEFAULT):
+    """Turn a percent-format script into an nbformat v4 notebook (its metadata names what a
+    variant changes)."""
     import nbformat
 
     cells: list = []
@@ -179,32 +190,48 @@ def script_to_notebook(script: str):
         "language_info": {"name": "python"},
         "autograder": {"assignment": ASSIGNMENT, "template_version": TEMPLATE_VERSION},
     }
+    if variant != DEFAULT:
+        nb.metadata["autograder"]["variant"] = variant.changes()
     return nb
 
 
-def generated_files(root: Path | None = None) -> dict[Path, str]:
-    """Every file ``grade assign`` writes, by path relative to the project root."""
+def generated_files(root: Path | None = None, variant: Variant | None = None) -> dict[Path, str]:
+    """Every file ``grade assign`` writes, by path relative to where it writes. Without a
+    variant: the project's own template and examples. With one: the variant's template,
+    answer key example (the filled template), rubric and the variant file itself."""
     import nbformat
 
     root = root or _project_root()
-    student, filled = render_script(filled=False, root=root), render_script(filled=True, root=root)
-    notebook = nbformat.writes(script_to_notebook(student)) + "\n"
-    return {
+    v = variant or DEFAULT
+    student, filled = (
+        render_script(filled=False, root=root, variant=v),
+        render_script(filled=True, root=root, variant=v),
+    )
+    notebook = nbformat.writes(script_to_notebook(student, v)) + "\n"
+    files = {
         Path("student_template") / f"{NOTEBOOK_NAME}.ipynb": notebook,
         Path("student_template") / f"{NOTEBOOK_NAME}.py": student,
-        Path("examples") / "empty_template.ipynb": notebook,
-        Path("examples") / "filled_template" / f"{NOTEBOOK_NAME}.ipynb": nbformat.writes(script_to_notebook(filled))
+        Path("examples") / "filled_template" / f"{NOTEBOOK_NAME}.ipynb": nbformat.writes(script_to_notebook(filled, v))
         + "\n",
     }
+    if variant is None:
+        files[Path("examples") / "empty_template.ipynb"] = notebook
+    else:
+        files[Path("rubric.toml")] = variant_rubric_text(DEFAULT_RUBRIC.read_text(), v)
+        files[Path("variant.toml")] = variant_toml(v)
+    return files
 
 
-def assign(*, root: Path | None = None, check: bool = False) -> list[Path]:
-    """Write the generated files (or, with ``check``, only report those that differ).
-    Returns the paths that changed or would change."""
+def assign(
+    *, root: Path | None = None, check: bool = False, variant: Variant | None = None, out: Path | None = None
+) -> list[Path]:
+    """Write the generated files under ``out`` (default: the project root), or, with
+    ``check``, only report those that differ. Returns the paths that changed or would change."""
     root = root or _project_root()
+    out = out or root
     changed = []
-    for rel, content in generated_files(root).items():
-        path = root / rel
+    for rel, content in generated_files(root, variant).items():
+        path = out / rel
         if not path.exists() or path.read_text() != content:
             changed.append(rel)
             if not check:

@@ -465,6 +465,8 @@ train_part34(model, optimizer)
 channel_1 = 32
 channel_2 = 16
 learning_rate = 1e-2
+momentum = 0.9
+nesterov = True
 
 model = None
 optimizer = None

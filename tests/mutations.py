@@ -49,7 +49,7 @@ Q6_SEQ = (
     "    Flatten(),\n"
     "    nn.Linear(channel_2 * 32 * 32, 10),\n"
 )
-Q6_OPT = "optimizer = optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9, nesterov=True)\n# <<< Question 6"
+Q6_OPT = "optimizer = optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum, nesterov=nesterov)\n# <<< Question 6"
 
 BUGS = [
     # Question 1: three_layer_convnet
@@ -284,7 +284,7 @@ BUGS = [
     Mutation(
         "q6-no-nesterov",
         "Q6",
-        (edit(Q6_OPT, Q6_OPT.replace(", nesterov=True", "")),),
+        (edit(Q6_OPT, Q6_OPT.replace(", nesterov=nesterov", "")),),
         failing=("Q6.optimizer",),
         says=("nesterov",),
     ),
