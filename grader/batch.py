@@ -47,10 +47,13 @@ class Options:
     hide: tuple[str, ...]
     questions: tuple[str, ...] | None = None
     unsafe_no_sandbox: bool = False  # run student code without namespaces (see grade_batch)
+    variant: Any = None  # the homework's specification values; None: the standard homework
 
     def key(self) -> str:
         text = json.dumps(
-            [self.rubric.sha256, repr(self.limits), self.data is not None, self.questions], sort_keys=True
+            [self.rubric.sha256, repr(self.limits), self.data is not None, self.questions]
+            + ([repr(self.variant)] if self.variant is not None else []),
+            sort_keys=True,
         )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -79,6 +82,7 @@ def _grade_one(path: str, options: Options) -> dict:
         hide=[Path(p) for p in options.hide],
         questions=set(options.questions) if options.questions else None,
         isolate=False if options.unsafe_no_sandbox else None,
+        variant=options.variant,
     )
     return result.to_dict()
 
@@ -137,12 +141,15 @@ def _pool_round(entries: list, jobs: int, options: Options, finish, crashed, mak
     return broken, queue
 
 
-def crashed_result(path: Path, reason: str, rubric: Rubric, questions: set[str] | None = None) -> SubmissionResult:
+def crashed_result(
+    path: Path, reason: str, rubric: Rubric, questions: set[str] | None = None, variant: Any = None
+) -> SubmissionResult:
     from .engine import complete, new_result, selected_checks
 
     result = new_result(submission_name(path), path.name, rubric)
     result.status, result.reason = "crashed", reason
-    return complete(result, selected_checks(rubric, questions=questions), rubric, status="error", message=reason)
+    specs = selected_checks(rubric, questions=questions)
+    return complete(result, specs, rubric, status="error", message=reason, variant=variant)
 
 
 def private_paths(*, submissions: Path, out: Path, data: str | None, cache_dir: str | None) -> list[Path]:
@@ -247,6 +254,7 @@ def grade_batch(
     cluster: str | None = None,
     scheduler: str | None = None,
     unsafe_no_sandbox: bool = False,
+    variant: str | Path | None = None,
 ) -> list[SubmissionResult]:
     """Grade every submission in ``submissions`` (a folder, an LMS download as a .zip,
     or a single file) and write the results under ``out``. ``questions`` limits grading
@@ -259,7 +267,9 @@ def grade_batch(
     grades on Dask instead of local processes (see cluster.py). Raises BatchError if the
     batch cannot run at all, Interrupted on Ctrl-C. Student code runs in a sandbox; where
     none is available the batch is refused unless ``unsafe_no_sandbox`` (then it runs
-    as the grader's own user)."""
+    as the grader's own user). ``variant`` (a file, see ``grade assign --variant``) grades
+    against a variant of the homework's specification values."""
+    from .assignments.cifar10.checks.spec import VariantError, load_variant, rubric_for_variant
     from .course import CourseError, apply_policies, load_course
     from .data import DataError, load_cifar10
     from .intake import IntakeError, gather, normal
@@ -277,10 +287,13 @@ def grade_batch(
     if not submissions.exists():
         raise BatchError(f"{submissions} does not exist")
     try:
+        varied = load_variant(variant) if variant is not None else None
         loaded = load_rubric(rubric)
+        if varied is not None:
+            loaded = rubric_for_variant(loaded, varied, explicit=rubric is not None)
         adjust: dict[str, Any] = {"overrides": load_overrides(overrides, rubric=loaded), "course": load_course(course)}
         intake = gather(submissions, workdir=out / ".intake")
-    except (RubricError, OverridesError, CourseError, IntakeError) as exc:
+    except (RubricError, OverridesError, CourseError, IntakeError, VariantError) as exc:
         raise BatchError(str(exc)) from None
     entries = intake.entries
     for name, why in intake.skipped:
@@ -321,6 +334,7 @@ def grade_batch(
         hide=tuple(str(p) for p in hide),
         questions=tuple(sorted(questions)) if questions else None,
         unsafe_no_sandbox=unsafe_no_sandbox,
+        variant=varied,
     )
     cache = out / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -373,7 +387,7 @@ def grade_batch(
             todo.append(entry)
 
     def crashed(entry, reason: str) -> None:
-        result = crashed_result(entry.path, reason, loaded, set(questions) if questions else None)
+        result = crashed_result(entry.path, reason, loaded, set(questions) if questions else None, varied)
         finish(entry, result, cached=False)
 
     # A grading process that dies (killed, out of memory) breaks its whole pool, and every

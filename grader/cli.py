@@ -3,6 +3,7 @@
 grade SUBMISSIONS [options]     grade every notebook or module in a folder (or one file)
 grade --self-check FILE         a student's quick check of their own notebook or module
 grade assign [--check]          regenerate the student template from the answer key
+grade assign --variant F --out D  a variant's template, answer key example and rubric
 grade export --format F         the gradebook file Canvas, Moodle or Gradescope imports
 grade similarity SUBMISSIONS    flag copied work in a class (and from an archive)
 grade gradescope build          write the autograder.zip to upload to Gradescope
@@ -25,6 +26,9 @@ examples:
   grade submissions/ --cluster slurm:20                on 20 Slurm jobs (dask-jobqueue)
   grade --self-check hw05.ipynb                        what a student runs before submitting
   grade assign                                         rebuild student_template/ and examples/
+  grade assign --variant fall.toml --out fall/         this term's variant: template, answer key, rubric
+  grade submissions/ --variant fall/variant.toml --rubric fall/rubric.toml
+                                                       grade against that variant
   grade submissions.zip --course course.toml --overrides overrides.toml
                                                        an LMS download, late policy, hand overrides
   grade submissions.zip --only smithjohn               regrade one student, leave the others
@@ -97,6 +101,13 @@ def _grading_parser() -> argparse.ArgumentParser:
         help="where decoded images are cached (default: ~/.cache/cifar10-autograder/cache)",
     )
     p.add_argument("--rubric", type=Path, help="a rubric TOML file (default: the one shipped, totalling 100)")
+    p.add_argument(
+        "--variant",
+        type=Path,
+        metavar="FILE",
+        help="grade against a variant of the homework (channels, learning rates, momentum, Q7 threshold and "
+        "epochs), the file given to grade assign --variant; default: the standard homework",
+    )
     p.add_argument("--questions", metavar="Q1,Q2", help="grade only these questions (default: all, Q1 to Q7)")
     p.add_argument("--seed", type=int, help="fix the secret probe inputs (default: new ones each run)")
     p.add_argument("--no-cache", action="store_true", help="regrade everything, even unchanged submissions")
@@ -150,9 +161,35 @@ def _grading_parser() -> argparse.ArgumentParser:
 def _assign_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="grade assign",
-        description="Regenerate student_template/ and the filled and empty examples from reference_solution/.",
+        description="Regenerate student_template/ and the filled and empty examples from reference_solution/; "
+        "with --variant, a variant of the homework instead.",
+        epilog="""\
+a variant file (TOML) overrides some of the specification's values; the rest keep the
+standard homework's:
+
+  channel_1 = 64        # the three-layer ConvNet's channels (Questions 2, 3, 5 and 6)
+  channel_2 = 32
+  [Q2]
+  lr = 3e-3             # the barebones learning rate
+  [Q5]
+  lr = 5e-3             # plain SGD's learning rate
+  [Q6]
+  lr = 1e-2
+  momentum = 0.8
+  nesterov = true
+  [Q7]
+  threshold = 0.72      # accuracy for full points, as a fraction (0.72 is 72%)
+  epochs = 8            # the most epochs the challenge may train
+
+grade assign --variant FILE --out DIR writes into DIR: student_template/ (notebook and
+module), examples/filled_template/ (the answer key's filled notebook), rubric.toml (with
+the Question 7 threshold) and variant.toml (every value). Grade with
+  grade SUBMISSIONS --variant DIR/variant.toml --rubric DIR/rubric.toml""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if the committed files are out of date")
+    p.add_argument("--variant", type=Path, metavar="FILE", help="a variant file (see below); needs --out")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write here instead of into the project")
     return p
 
 
@@ -266,7 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_check:
         from .selfcheck import self_check
 
-        return self_check(args.self_check, data=args.data, cache_dir=args.cache_dir, retrain=args.retrain)
+        return self_check(
+            args.self_check,
+            data=args.data,
+            cache_dir=args.cache_dir,
+            retrain=args.retrain,
+            rubric=args.rubric,
+            variant=args.variant,
+        )
     if args.submissions is None:
         parser.error("give a folder of submissions (or --self-check FILE); see grade --help")
     return _grade(args)
@@ -302,6 +346,7 @@ def _grade(args: argparse.Namespace) -> int:
             cluster=args.cluster,
             scheduler=args.scheduler,
             unsafe_no_sandbox=args.unsafe_no_sandbox,
+            variant=args.variant,
         )
     except BatchError as exc:
         print(f"grade: {exc}", file=sys.stderr)
@@ -398,8 +443,17 @@ def _questions(text: str | None) -> list[str] | None:
 
 def _assign(args: argparse.Namespace) -> int:
     from .assign import assign
+    from .assignments.cifar10.checks.spec import VariantError, load_variant
 
-    changed = assign(check=args.check)
+    if args.variant and not args.out:
+        print("grade assign: --variant needs --out DIR (the project's own template stays standard)", file=sys.stderr)
+        return 2
+    try:
+        variant = load_variant(args.variant) if args.variant else None
+    except VariantError as exc:
+        print(f"grade assign: {exc}", file=sys.stderr)
+        return 2
+    changed = assign(check=args.check, variant=variant, out=args.out)
     if args.check:
         if changed:
             print("out of date (run `grade assign`): " + ", ".join(map(str, changed)), file=sys.stderr)

@@ -167,17 +167,23 @@ def self_check(
     rubric: str | Path | None = None,
     stream: TextIO | None = None,
     retrain: bool = False,
+    variant: str | Path | None = None,
 ) -> int:
     """Run the public checks on a notebook or module (or, inside Jupyter with no path,
     on the cells this notebook has run), print what to fix, and return 0 if every
     public check passed, 1 otherwise. Question 7 is measured from the checkpoint beside
-    the notebook; without one it is retrained only with ``retrain=True`` (minutes)."""
+    the notebook; without one it is retrained only with ``retrain=True`` (minutes).
+    ``variant`` (a file) checks against a variant of the homework (``grade assign --variant``)."""
+    from .assignments.cifar10.checks.spec import load_variant, rubric_for_variant
     from .engine import grade_submission
     from .submission import InvalidSubmission
 
     stream = stream or sys.stdout
     loaded = load_rubric(rubric)
     try:
+        varied = load_variant(variant) if variant is not None else None
+        if varied is not None:
+            loaded = rubric_for_variant(loaded, varied, explicit=rubric is not None)
         loader = _data_loader(data, cache_dir)
     except Exception as exc:
         print(f"self-check: {exc}", file=stream)
@@ -200,6 +206,7 @@ def self_check(
         data_loader=loader,
         visible_only=True,
         retrain=retrain,
+        variant=varied,
     )
     text, ok = render(result, loaded)
     print(text, file=stream)

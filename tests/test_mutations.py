@@ -57,7 +57,12 @@ def test_the_filled_template_gets_full_marks(graded):
 
 @pytest.mark.parametrize("mutation", ALL, ids=[m.name for m in ALL])
 def test_points_are_lost_on_the_right_question_only(graded, mutation):
-    result = graded[mutation.name]
+    assert_graded_as_expected(graded[mutation.name], mutation)
+
+
+def assert_graded_as_expected(result, mutation: mutations.Mutation) -> None:
+    """A bug loses points on its question only, failing the checks it names with the
+    phrases it names; a correct variant keeps full marks."""
     assert result.status == "graded", result.reason
     lost = {q.id: q.max_score - q.score for q in result.questions() if q.score < q.max_score}
     failures = [f"{c.id} [{c.status}]: {c.message}" for c in result.checks if c.status != "passed"]
