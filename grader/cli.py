@@ -261,6 +261,9 @@ def _gradescope_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--out", type=Path, default=Path("autograder.zip"), help="where (default: autograder.zip)")
     build.add_argument("--rubric", type=Path, help="a rubric TOML file (default: the one shipped, totalling 100)")
+    build.add_argument(
+        "--variant", type=Path, metavar="FILE", help="grade a variant of the homework (see grade assign --help)"
+    )
     build.add_argument("--data", type=Path, metavar="PATH", help="CIFAR-10 to put inside the zip (.tar.gz or folder)")
     build.add_argument(
         "--download",
@@ -473,6 +476,7 @@ def _gradescope(args: argparse.Namespace) -> int:
     if args.action == "prepare":
         gradescope.prepare(source=args.source)
         return 0
+    from .assignments.cifar10.checks.spec import VariantError
     from .rubric import RubricError
 
     index = {None: gradescope.CPU_TORCH_INDEX, "pypi": None}.get(args.torch_index, args.torch_index)
@@ -484,8 +488,9 @@ def _gradescope(args: argparse.Namespace) -> int:
             download=args.download,
             torch_index=index,
             train_budget=args.train_budget,
+            variant=args.variant,
         )
-    except (RubricError, ValueError, OSError) as exc:
+    except (RubricError, VariantError, ValueError, OSError) as exc:
         print(f"grade gradescope build: {exc}", file=sys.stderr)
         return 2
     size = out.stat().st_size / 1e6

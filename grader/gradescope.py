@@ -113,18 +113,27 @@ def build_autograder(
     download: bool = False,
     torch_index: str | None = CPU_TORCH_INDEX,
     train_budget: float = 900.0,
+    variant: Path | None = None,
 ) -> Path:
     """Write the Gradescope autograder zip to ``out`` and return it.
 
     ``data`` (a .tar.gz, or a folder, archived here) travels inside the zip; without it,
     ``download`` makes setup.sh fetch the canonical set with torchvision when Gradescope
     builds the image. ``torch_index`` is the package index for torch (CPU builds by
-    default; None: PyPI's own, CUDA builds). The rubric is checked before anything is written.
+    default; None: PyPI's own, CUDA builds). ``variant`` (a file, see ``grade assign
+    --variant``) grades a variant of the homework. The rubric is checked before anything is written.
     """
+    from .assignments.cifar10.checks.spec import load_variant, rubric_for_variant, variant_rubric_text, variant_toml
     from .rubric import DEFAULT_RUBRIC, load_rubric
 
     rubric_path = Path(rubric) if rubric else DEFAULT_RUBRIC
-    load_rubric(rubric_path)  # RubricError: a rubric that does not match the checks is refused now
+    loaded = load_rubric(rubric_path)  # RubricError: a rubric that does not match the checks is refused now
+    rubric_text = rubric_path.read_bytes()
+    varied = load_variant(variant) if variant is not None else None  # VariantError: refused now too
+    if varied is not None:
+        rubric_for_variant(loaded, varied, explicit=rubric is not None)
+        if rubric is None:
+            rubric_text = variant_rubric_text(rubric_text.decode(), varied).encode()
     if data is None and not download:
         raise ValueError("give the dataset (--data PATH) or let setup.sh download it (--download)")
     if data is not None and not Path(data).exists():
@@ -146,7 +155,9 @@ def build_autograder(
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             _add(zf, "setup.sh", setup.encode(), executable=True)
             _add(zf, "run_autograder", run.encode(), executable=True)
-            _add(zf, "rubric.toml", rubric_path.read_bytes())
+            _add(zf, "rubric.toml", rubric_text)
+            if varied is not None:
+                _add(zf, "variant.toml", variant_toml(varied).encode())
             wheel_name, wheel = build_wheel()
             _add(zf, f"wheels/{wheel_name}", wheel)
             if data is not None:
@@ -275,6 +286,7 @@ def run_autograder(*, root: Path) -> dict[str, Any]:
 def _grade(root: Path) -> dict[str, Any]:
     import torch
 
+    from .assignments.cifar10.checks.spec import load_variant
     from .batch import private_paths
     from .engine import grade_submission
     from .rubric import load_rubric
@@ -283,6 +295,7 @@ def _grade(root: Path) -> dict[str, Any]:
     source = root / "source"
     config = _config(source)
     rubric = load_rubric(source / "rubric.toml")
+    variant = load_variant(source / "variant.toml") if (source / "variant.toml").exists() else None
     metadata = read_metadata(root / "submission_metadata.json")
     folder = submission_folder(root / "submission")
     loader = functools.partial(_load_data, source, config)
@@ -306,7 +319,7 @@ def _grade(root: Path) -> dict[str, Any]:
             ),
             flush=True,
         )
-    result = grade_submission(path=folder, rubric=rubric, data_loader=loader, limits=limits, hide=hide)
+    result = grade_submission(path=folder, rubric=rubric, data_loader=loader, limits=limits, hide=hide, variant=variant)
     if metadata:
         result.name = metadata["name"] or result.name
         result.student = student_identity(metadata)
@@ -322,10 +335,15 @@ def _crash_doc(root: Path, duration: float) -> dict[str, Any]:
     rubric can be read, the plain message either way."""
     tests: list[dict[str, Any]] = []
     try:
+        from .assignments.cifar10.checks.spec import load_variant
         from .batch import crashed_result
         from .rubric import load_rubric
 
-        result = crashed_result(root / "submission", CRASH_MESSAGE, load_rubric(root / "source" / "rubric.toml"))
+        source = root / "source"
+        variant = load_variant(source / "variant.toml") if (source / "variant.toml").exists() else None
+        result = crashed_result(
+            root / "submission", CRASH_MESSAGE, load_rubric(source / "rubric.toml"), variant=variant
+        )
         result.duration = duration
         return gradescope(result)
     except Exception:
