@@ -105,8 +105,8 @@ def _grading_parser() -> argparse.ArgumentParser:
         "--variant",
         type=Path,
         metavar="FILE",
-        help="grade against a variant of the homework (channels, learning rates, momentum, Q7 threshold and "
-        "epochs), the file given to grade assign --variant; default: the standard homework",
+        help="grade against a variant of the homework (channels, learning rates, momentum, the challenge's "
+        "threshold and epochs), the file given to grade assign --variant; default: the standard homework",
     )
     p.add_argument("--questions", metavar="Q1,Q2", help="grade only these questions (default: all, Q1 to Q7)")
     p.add_argument("--seed", type=int, help="fix the secret probe inputs (default: new ones each run)")
@@ -159,32 +159,21 @@ def _grading_parser() -> argparse.ArgumentParser:
 
 
 def _assign_parser() -> argparse.ArgumentParser:
+    import textwrap
+
+    from .assignments.cifar10.checks.spec import EXAMPLE
+
     p = argparse.ArgumentParser(
         prog="grade assign",
         description="Regenerate student_template/ and the filled and empty examples from reference_solution/; "
         "with --variant, a variant of the homework instead.",
-        epilog="""\
-a variant file (TOML) overrides some of the specification's values; the rest keep the
-standard homework's:
-
-  channel_1 = 64        # the three-layer ConvNet's channels (Questions 2, 3, 5 and 6)
-  channel_2 = 32
-  [Q2]
-  lr = 3e-3             # the barebones learning rate
-  [Q5]
-  lr = 5e-3             # plain SGD's learning rate
-  [Q6]
-  lr = 1e-2
-  momentum = 0.8
-  nesterov = true
-  [Q7]
-  threshold = 0.72      # accuracy for full points, as a fraction (0.72 is 72%)
-  epochs = 8            # the most epochs the challenge may train
-
-grade assign --variant FILE --out DIR writes into DIR: student_template/ (notebook and
-module), examples/filled_template/ (the answer key's filled notebook), rubric.toml (with
-the Question 7 threshold) and variant.toml (every value). Grade with
-  grade SUBMISSIONS --variant DIR/variant.toml --rubric DIR/rubric.toml""",
+        epilog="a variant file (TOML) overrides some of the specification's values; the rest keep the\n"
+        "standard homework's:\n\n"
+        + textwrap.indent(EXAMPLE, "  ")
+        + "\ngrade assign --variant FILE --out DIR writes into DIR: student_template/ (notebook and\n"
+        "module), examples/filled_template/ (the answer key's filled notebook), rubric.toml (with\n"
+        "the challenge's threshold) and variant.toml (every value). Grade with\n"
+        "  grade SUBMISSIONS --variant DIR/variant.toml --rubric DIR/rubric.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if the committed files are out of date")

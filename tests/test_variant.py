@@ -22,6 +22,7 @@ from test_mutations import QUESTIONS, assert_graded_as_expected
 from grader.assign import NOTEBOOK_NAME, assign, render_script, script_to_notebook
 from grader.assignments.cifar10.checks.spec import (
     DEFAULT,
+    EXAMPLE,
     VariantError,
     load_variant,
     rubric_for_variant,
@@ -75,6 +76,7 @@ def test_a_variant_file_overrides_only_what_it_names(tmp_path):
     }
     assert variant.q2 == DEFAULT.q2 and variant.q6.nesterov and variant.q6.lr == 1e-2
     assert load_variant(None) == DEFAULT
+    assert variant_from_dict(tomllib.loads(EXAMPLE)) == VARIANT  # the example grade assign --help shows
 
 
 @pytest.mark.parametrize(

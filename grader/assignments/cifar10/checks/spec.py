@@ -81,21 +81,23 @@ def sequential_convnet(channel_1: int = 32, channel_2: int = 16, num_classes: in
 # A course changes the homework every term (public solutions exist for the standard one).
 # Everything the checks, the answer key, the template and the rubric take from the
 # specification is one ``Variant``; the default is the standard homework. A variant file
-# (TOML) overrides some values:
-#
-#     channel_1 = 64          # the three-layer ConvNet's channels (Questions 2, 3, 5 and 6)
-#     channel_2 = 32
-#     [Q2]
-#     lr = 3e-3               # the barebones learning rate
-#     [Q5]
-#     lr = 5e-3               # plain SGD's learning rate
-#     [Q6]
-#     lr = 1e-2
-#     momentum = 0.8
-#     nesterov = true
-#     [Q7]
-#     threshold = 0.72        # validation accuracy for full points (a fraction: 0.72 is 72%)
-#     epochs = 8              # the most epochs the challenge may train
+# (TOML, ``EXAMPLE``) overrides some values.
+
+EXAMPLE = """\
+channel_1 = 64        # the three-layer ConvNet's channels (Questions 2, 3, 5 and 6); default 32
+channel_2 = 32        # default 16
+[Q2]
+lr = 3e-3             # the barebones learning rate
+[Q5]
+lr = 5e-3             # plain SGD's learning rate; default 3e-3
+[Q6]
+lr = 1e-2
+momentum = 0.8        # default 0.9
+nesterov = true
+[Q7]
+threshold = 0.72      # validation accuracy for full points, as a fraction; default 0.70
+epochs = 8            # the most epochs the challenge may train; default 10
+"""
 
 
 class VariantError(Exception):
