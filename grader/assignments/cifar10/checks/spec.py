@@ -239,8 +239,8 @@ def variant_from_dict(doc: dict, *, source: str = "the variant") -> Variant:
     """A Variant from a parsed variant file; VariantError for unknown keys, wrong types and
     values the homework cannot have."""
     known = [*_TOP, *(f"[{s}]" for s in _SECTIONS)]
-    top: dict[str, object] = {}
-    sections: dict[str, object] = {}
+    top: dict[str, typing.Any] = {}
+    sections: dict[str, typing.Any] = {}
     for key, value in doc.items():
         if key in _SECTIONS:
             if not isinstance(value, dict):
