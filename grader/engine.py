@@ -279,6 +279,27 @@ def check_title(spec: CheckSpec, variant: Any = None) -> str:
     return (variant or default_variant()).title(spec.title)
 
 
+def _implied(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str] | None:
+    """A passed outcome, not run, where the checks that prove this one all passed with
+    full marks in this run and its condition holds; None where it must run."""
+    if not spec.implied_by:
+        return None
+    done = {c.id: c for c in ctx.result.checks}
+    if not all(
+        i in done and done[i].status == "passed" and done[i].score >= done[i].max_score for i in spec.implied_by
+    ):
+        return None
+    ctx.spec = spec
+    try:
+        also = spec.implied_if(ctx) if spec.implied_if else ""
+    except Exception:  # the condition could not be established: the check runs and says why
+        return None
+    if also is None:
+        return None
+    proof = ", ".join(spec.implied_by) + (f" and {also}" if also else "")
+    return Outcome(True, f"implied by {proof}: not run", details={"implied_by": list(spec.implied_by)}), "passed"
+
+
 def budget_message(limits: Limits) -> str:
     return f"the submission used up its {limits.submission_seconds:g} s time budget before this check finished"
 
@@ -420,7 +441,7 @@ def grade_submission(
                 if session.time_left() <= 0:
                     break  # the rest are recorded as timed out below
                 t0 = time.monotonic()
-                outcome, status = _run_check(spec, ctx)
+                outcome, status = _implied(spec, ctx) or _run_check(spec, ctx)
                 score = entry.points * outcome.score_fraction if status in ("passed", "failed") else 0.0
                 result.checks.append(
                     CheckResult(

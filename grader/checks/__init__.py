@@ -5,6 +5,13 @@ and time limit are declared with ``@check``; its points and visibility come from
 rubric (``grader/rubric.toml``), so an instructor can change the weighting without
 touching code. Checks run on the trusted side: they ask the worker for plain data
 through ``ctx.probe`` and compare it with the reference in this process.
+
+A check may be implied by others (``implied_by``): a learning run proves nothing that
+forward parity, an exact update and a standard starting point have not already proved.
+Where every one of those checks passed with full marks (and the declared condition
+``implied_if``, a question about what the trusted side already holds, says so), the
+check passes without running and says "implied by ..."; where one did not, it runs and
+adds what it finds.
 """
 
 from __future__ import annotations
@@ -51,13 +58,26 @@ class CheckSpec:
     title: str
     timeout: float
     fn: Callable[..., Outcome]
+    implied_by: tuple[str, ...] = ()  # check ids that, all passed, prove this one
+    # What else must hold, asked of the Context (no worker work): a phrase naming what was
+    # verified ("a standard starting point: ..."), or None where the check must run.
+    implied_if: Callable[..., str | None] | None = None
 
 
 REGISTRY: dict[str, CheckSpec] = {}
 
 
-def check(question: str, title: str, *, timeout: float = 30.0):
-    """Declare a check of ``question``; its id is ``<question>.<function name>``."""
+def check(
+    question: str,
+    title: str,
+    *,
+    timeout: float = 30.0,
+    implied_by: tuple[str, ...] = (),
+    implied_if: Callable[..., str | None] | None = None,
+):
+    """Declare a check of ``question``; its id is ``<question>.<function name>``.
+    ``implied_by`` and ``implied_if``: when it passes without running (see above); the
+    checks it names must come before it in the run."""
 
     def register(fn: Callable[..., Outcome]) -> Callable[..., Outcome]:
         spec = CheckSpec(
@@ -67,6 +87,8 @@ def check(question: str, title: str, *, timeout: float = 30.0):
             title=title,
             timeout=timeout,
             fn=fn,
+            implied_by=tuple(implied_by),
+            implied_if=implied_if,
         )
         REGISTRY[spec.id] = spec
         return fn

@@ -10,6 +10,7 @@ the grader: a worker-side run returns logits, and the loss and accuracy are comp
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,14 @@ EVAL_IMAGES = 500
 DATA_SEED = 1234  # fixed, so a submission graded twice trains on the same images
 MIN_ACCURACY = 0.18  # chance is 0.10 (+-0.013 on 500 images); a working start reaches 0.25-0.35
 MIN_LOSS_DROP = 0.05
+# The starting points a learning check may be implied from (see check(implied_by=...)):
+# every weight zero-mean with the std of one of these initialisations for its fan-in,
+# every bias within PyTorch's default bound 1/sqrt(fan_in). tests/test_learning.py trains
+# the specified models from each of them and shows that every run passes.
+STANDARD_INITS = {
+    "Kaiming normal": lambda fan_in: math.sqrt(2.0 / fan_in),
+    "PyTorch's default": lambda fan_in: 1.0 / math.sqrt(3.0 * fan_in),
+}
 
 
 @dataclass
@@ -56,6 +65,44 @@ def _learning_data(data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
 def learning_data(ctx):
     """Training images and the held-out set (images, labels) for learning checks."""
     return _learning_data(ctx.data)
+
+
+def standard_start(tensors: list[tuple[torch.Tensor, int, bool]], *, inits=tuple(STANDARD_INITS)) -> str | None:
+    """Whether a starting point is a standard one: ``tensors`` as (value, fan-in, is a
+    bias), every one float32 and finite, every weight drawn by one of ``inits`` (its std
+    within the tolerance of compare.kaiming_std, its mean near zero). A phrase saying so,
+    or None."""
+    if not tensors or any(t.dtype != torch.float32 or not torch.isfinite(t).all() for t, _, _ in tensors):
+        return None
+    if any(fan_in < 1 for _, fan_in, _ in tensors):
+        return None
+    if any(bias and t.numel() and t.abs().max().item() > 1 / math.sqrt(fan_in) for t, fan_in, bias in tensors):
+        return None
+    weights = [(t.double(), fan_in) for t, fan_in, bias in tensors if not bias]
+    if not weights or any(t.numel() < 2 for t, _ in weights):
+        return None
+    for name in inits:
+        std_of = STANDARD_INITS[name]
+        if all(
+            abs(t.std().item() / std_of(f) - 1) <= max(0.12, 6 / math.sqrt(2 * t.numel()))
+            and abs(t.mean().item()) <= 0.1 * std_of(f)
+            for t, f in weights
+        ):
+            return f"a standard starting point ({name} weights, biases within 1/sqrt(fan_in), float32)"
+    return None
+
+
+def state_start(state: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, int, bool]] | None:
+    """A module's parameters as standard_start takes them, when they are weights of
+    Conv2d / Linear layers and their biases; None for anything else."""
+    out = []
+    for name, t in state.items():
+        prefix, _, kind = name.rpartition(".")
+        weight = state.get(f"{prefix}.weight" if prefix else "weight")
+        if kind not in ("weight", "bias") or weight is None or weight.dim() < 2:
+            return None
+        out.append((t, math.prod(weight.shape[1:]), kind == "bias"))
+    return out
 
 
 def _evaluate(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from grader.checks import CheckFailed, Context, Outcome, check
 from grader.checks.compare import PARITY_RTOL, kaiming_std, parity, shape_str
-from grader.checks.learning import judge_learning, manual_sgd_run, notebook_dtype, substitution_note
+from grader.checks.learning import judge_learning, manual_sgd_run, notebook_dtype, standard_start, substitution_note
 from grader.details import TensorError, init_std, of, parity_figures, substitution, tensor_errors
 from grader.replies import TensorInfo
 
+from . import spec
 from .spec import variant_of
 from .verify import reported_parameters_are_captured
 
@@ -333,7 +334,29 @@ def sgd_step(ctx: Context) -> Outcome:
     )
 
 
-@check("Q2", "your parameters and learning rate learn on real images", timeout=120)
+def _learning_implied(ctx: Context) -> str | None:
+    """Q2.learns trains the specified three_layer_convnet from the captured parameters
+    with the captured learning rate in the notebook's dtype: once those checks passed,
+    it is implied where the parameters are a standard (Kaiming normal) float32 start."""
+    if notebook_dtype(ctx.capture("Q2")) != torch.float32:
+        return None
+    if variant_of(ctx) != spec.Variant():  # the implication is shown for the standard homework's values
+        return None
+    shapes = q2_shapes(ctx)
+    fan_ins = [math.prod(s[1:]) for s in shapes[:4]] + [shapes[4][0]] * 2  # fc_w is (in, out)
+    tensors = [
+        (d["value"], f, n.endswith(("b1", "b2", "_b"))) for n, d, f in zip(PARAM_NAMES, _q2_params(ctx), fan_ins)
+    ]
+    return standard_start(tensors, inits=("Kaiming normal",))
+
+
+@check(
+    "Q2",
+    "your parameters and learning rate learn on real images",
+    timeout=120,
+    implied_by=("Q2.shapes", "Q2.zero_biases", "Q2.kaiming_init", "Q2.learning_rate", "Q2.sgd_step"),
+    implied_if=_learning_implied,
+)
 def learns(ctx: Context) -> Outcome:
     params = _q2_params(ctx)
     lr = ctx.capture("Q2").get("learning_rate")

@@ -9,7 +9,7 @@ import contextlib
 import inspect
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,7 +17,15 @@ import torch.nn.functional as F
 
 from grader.checks import CheckFailed, Context, Outcome, check
 from grader.checks.compare import PARITY_RTOL, kaiming_std, layer_str, map_state, parity
-from grader.checks.learning import judge_learning, module_run, notebook_dtype, substitution_note, worker_run
+from grader.checks.learning import (
+    judge_learning,
+    module_run,
+    notebook_dtype,
+    standard_start,
+    state_start,
+    substitution_note,
+    worker_run,
+)
 from grader.details import init_std, layer_lists, of, parity_figures, settings_found, student_error, substitution
 from grader.replies import CaptureReply, ConstructReply
 from grader.sandbox import StudentError
@@ -504,6 +512,41 @@ def learning(ctx: Context, question: str, reference: torch.nn.Module, layers: li
     return judge_learning(run)
 
 
+def learning_implied(question: str, layers_of: Callable[[Context], list[dict]], required_of: Callable[[Context], dict]):
+    """The condition under which ``learning`` is implied, once the question's model and
+    optimizer checks passed: it would train the specified model (its layers) with
+    torch.optim.SGD set exactly as ``required`` (every other setting at SGD's default)
+    from the captured weights, in float32; those weights being a standard starting point,
+    the run passes (tests/test_learning.py shows it does from each, for the standard
+    homework's values: a variant's learning checks run)."""
+
+    def condition(ctx: Context) -> str | None:
+        if variant_of(ctx) != spec.Variant():
+            return None
+        layers, required = layers_of(ctx), required_of(ctx)
+        capture = complete_capture(ctx, question)
+        opt = capture["optimizer"]
+        if notebook_dtype(capture) != torch.float32 or not same_layers(layers, capture["model"]["leaves"])[0]:
+            return None
+        if not opt.get("is_optimizer") or opt["type"] != "SGD" or len(opt["groups"]) != 1 or opt["missing"]:
+            return None
+        defaults = torch.optim.SGD([torch.zeros(1, requires_grad=True)], **required).defaults
+        settings = opt["groups"][0]["settings"]
+        numbers = (bool, int, float)
+        if not all(_same(settings.get(k, v), v) for k, v in defaults.items() if isinstance(v, numbers)):
+            return None
+        tensors = state_start(capture["state"])
+        return standard_start(tensors) if tensors else None
+
+    return condition
+
+
+def _same(have, want) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return have is want
+    return isinstance(have, (int, float)) and math.isclose(have, want, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def _specified_init(ctx: Context, model: Mapping[str, Any], state: dict) -> tuple[dict, list[str]]:
     """The captured weights, with each one the student's constructor initialised wrongly
     (and that the Question 5 cell left as it was) redrawn as Kaiming normal."""
@@ -602,7 +645,15 @@ def optimizer_step(ctx: Context) -> Outcome:
     return optimizer_steps(ctx, "Q5", {"lr": variant_of(ctx).q5.lr})
 
 
-@check("Q5", "the model and optimizer learn on real images", timeout=120)
+@check(
+    "Q5",
+    "the model and optimizer learn on real images",
+    timeout=120,
+    implied_by=("Q5.model", "Q5.optimizer", "Q5.optimizer_step"),
+    implied_if=learning_implied(
+        "Q5", lambda ctx: spec.three_layer_convnet(*spec_args(ctx)), lambda ctx: variant_of(ctx).q5_sgd
+    ),
+)
 def learns(ctx: Context) -> Outcome:
     return learning(ctx, "Q5", _spec_model(ctx), spec.three_layer_convnet(*spec_args(ctx)))
 

@@ -9,7 +9,15 @@ from grader.details import layer_diff, of, parity_figures
 from grader.replies import ModuleInfo
 
 from . import spec
-from .module_api import complete_capture, judge_forward, judge_gradients, learning, optimizer_settings, parity_run
+from .module_api import (
+    complete_capture,
+    judge_forward,
+    judge_gradients,
+    learning,
+    learning_implied,
+    optimizer_settings,
+    parity_run,
+)
 from .spec import variant_of
 from .verify import answer_key_present
 
@@ -84,6 +92,12 @@ def optimizer(ctx: Context) -> Outcome:
     return optimizer_settings(ctx, "Q6", variant_of(ctx).q6_sgd)
 
 
-@check("Q6", "the model and optimizer learn on real images", timeout=120)
+@check(
+    "Q6",
+    "the model and optimizer learn on real images",
+    timeout=120,
+    implied_by=("Q6.architecture", "Q6.parity", "Q6.optimizer"),
+    implied_if=learning_implied("Q6", lambda ctx: _spec_layers(ctx), lambda ctx: variant_of(ctx).q6_sgd),
+)
 def learns(ctx: Context) -> Outcome:
     return learning(ctx, "Q6", _spec(ctx), _spec_layers(ctx))
