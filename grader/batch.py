@@ -65,6 +65,14 @@ def _dataset(source: str | None, cache_dir: str | None):
     return load_cifar10(source, cache_dir=cache_dir)
 
 
+@functools.cache
+def _warm_workers():
+    """This grading process's launched spare workers (see warm.py)."""
+    from .warm import WarmWorkers
+
+    return WarmWorkers()
+
+
 def _grade_one(path: str, options: Options) -> dict:
     """Grade one submission (runs in a pool process)."""
     import torch
@@ -83,6 +91,7 @@ def _grade_one(path: str, options: Options) -> dict:
         questions=set(options.questions) if options.questions else None,
         isolate=False if options.unsafe_no_sandbox else None,
         variant=options.variant,
+        warm=_warm_workers(),
     )
     return result.to_dict()
 

@@ -26,6 +26,7 @@ from .results import CellRun, CheckResult, SubmissionResult
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, OutOfTurn, StudentError, Worker, WorkerError, WorkerTimeout
 from .submission import InvalidSubmission, Submission, content_hash, load_submission, submission_name
+from .warm import WarmWorkers
 
 WORKER_SEED = 0  # the student's own code always runs from the same seed
 
@@ -54,8 +55,10 @@ class StudentSession:
         private_root: Path,
         isolate: bool | None,
         skip: set[str] | None = None,
+        warm: WarmWorkers | None = None,
     ):
         self.submission = submission
+        self.warm = warm  # launched workers to take instead of starting one (batches)
         # Cells that only answer questions outside the run are not executed (the
         # Question 7 training when --questions leaves it out).
         self.cells = [c for c in submission.cells if not (c.questions and set(c.questions) <= (skip or set()))]
@@ -76,8 +79,12 @@ class StudentSession:
 
     def _start(self) -> Worker:
         self.last_cell = None
-        worker = Worker(hide=self.hide, private_root=self.private_root, limits=self.limits, isolate=self.isolate)
-        worker.start(seed=WORKER_SEED, files=self.submission.files)
+        if self.warm is not None:
+            worker = self.warm.take(hide=self.hide, limits=self.limits, isolate=self.isolate)
+        else:
+            worker = Worker(hide=self.hide, private_root=self.private_root, limits=self.limits, isolate=self.isolate)
+            worker.launch()
+        worker.init(seed=WORKER_SEED, files=self.submission.files)
         return worker
 
     def run_cells(self) -> list[CellRun]:
@@ -378,6 +385,7 @@ def grade_submission(
     questions: set[str] | None = None,
     retrain: bool = True,
     variant: Any = None,
+    warm: WarmWorkers | None = None,
 ) -> SubmissionResult:
     """Grade one submission (a file or folder at ``path``, or an already loaded
     ``submission``) and return its result; a bad submission never raises.
@@ -388,6 +396,7 @@ def grade_submission(
     ``retrain=False`` leaves Question 7 unchecked when no checkpoint was submitted.
     ``variant`` holds the homework's specification values (``grade assign --variant``);
     None grades the standard homework.
+    ``warm`` supplies workers launched ahead (a batch); without it one is started here.
     """
     started = time.monotonic()
     rubric = rubric or load_rubric()
@@ -417,7 +426,13 @@ def grade_submission(
     with tempfile.TemporaryDirectory(prefix="grader-") as private:
         skip = {"Q7"} - set(questions) if questions is not None else set()
         session = StudentSession(
-            submission, limits=limits, hide=list(hide or []), private_root=Path(private), isolate=isolate, skip=skip
+            submission,
+            limits=limits,
+            hide=list(hide or []),
+            private_root=Path(private),
+            isolate=isolate,
+            skip=skip,
+            warm=warm,
         )
         if len(session.cells) < len(submission.cells):
             result.notes.append("the Question 7 code was not run: Question 7 is not among the graded questions")

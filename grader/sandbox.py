@@ -234,8 +234,12 @@ class Worker:
         self.gpu = gpu_present() if limits.gpu is None else limits.gpu
 
     def start(self, *, seed: int, files: dict[str, bytes] | None = None, timeout: float = 60.0) -> None:
-        import torch
+        self.launch(timeout=timeout)
+        self.init(seed=seed, files=files, timeout=timeout)
 
+    def launch(self, *, timeout: float = 60.0) -> None:
+        """Start the process and build its sandbox; it then imports torch and waits for
+        ``init`` (a warm worker: see warm.py). Nothing of a submission is in it yet."""
         package_parent = str(Path(__file__).resolve().parent.parent)
         # -I: ignore PYTHON* variables and the user's site-packages; the package's own
         # location is put on sys.path explicitly.
@@ -301,6 +305,14 @@ class Worker:
         except (OSError, WorkerError) as exc:
             self.kill()
             raise WorkerError(f"the worker could not start: {exc}") from None
+
+    def init(self, *, seed: int, files: dict[str, bytes] | None = None, timeout: float = 60.0) -> None:
+        """Hand the launched worker its submission's seed and files (once: a worker
+        serves one submission only)."""
+        import torch
+
+        if self.requests:
+            raise WorkerError("a worker serves one submission only")
         payload = {
             k: torch.frombuffer(bytearray(v), dtype=torch.uint8) if v else torch.empty(0, dtype=torch.uint8)
             for k, v in (files or {}).items()
