@@ -5,6 +5,7 @@ checks passed adds nothing where the student's start is one of them (check(impli
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import reference_solution as ref
 from grader.assignments.cifar10.checks.barebones import Q2_LEARNING_RATE, Q2_SHAPES
 from grader.assignments.cifar10.checks.module_api import Q5_SGD
 from grader.assignments.cifar10.checks.sequential import Q6_SGD
+from grader.checks import CheckFailed, CheckSpec
 from grader.checks.learning import (
     STANDARD_INITS,
     judge_learning,
@@ -23,6 +25,8 @@ from grader.checks.learning import (
     standard_start,
     state_start,
 )
+from grader.engine import _implied
+from grader.results import CheckResult
 
 SEEDS = (0, 1)
 
@@ -88,3 +92,34 @@ def test_only_standard_starts_are_standard():
     for bad in (wrong_axis, shifted, zeros, large_bias, double, nan):
         assert standard_start(state_start(bad)) is None
     assert state_start({"bn.weight": torch.ones(4), "bn.bias": torch.zeros(4)}) is None
+
+
+def test_a_check_is_implied_only_where_its_proof_passed_in_full():
+    def proved(id_: str, status: str = "passed", score: float = 2.0) -> CheckResult:
+        return CheckResult(id_, "Q9", id_, status, score, 2.0, "visible", "")
+
+    ran = []
+    spec = CheckSpec(
+        "Q9.learns", "Q9", "learns", "learns", 30.0, ran.append, implied_by=("Q9.a", "Q9.b"), implied_if=lambda ctx: ""
+    )
+    ctx = SimpleNamespace(result=SimpleNamespace(checks=[proved("Q9.a"), proved("Q9.b")]), spec=None)
+    outcome, status = _implied(spec, ctx)
+    assert status == "passed" and outcome.passed and outcome.message == "implied by Q9.a, Q9.b: not run"
+    assert outcome.details == {"implied_by": ["Q9.a", "Q9.b"]} and not ran
+
+    for checks in (
+        [proved("Q9.a")],
+        [proved("Q9.a"), proved("Q9.b", "failed", 0.0)],
+        [proved("Q9.a"), proved("Q9.b", score=1.0)],
+    ):
+        assert _implied(spec, SimpleNamespace(result=SimpleNamespace(checks=checks), spec=None)) is None
+
+    def unsure(ctx):
+        raise CheckFailed("nothing was captured")
+
+    for condition in (lambda ctx: None, unsure):
+        other = dataclasses.replace(spec, implied_if=condition)
+        assert _implied(other, ctx) is None
+    named = dataclasses.replace(spec, implied_if=lambda ctx: "a standard start")
+    assert _implied(named, ctx)[0].message == "implied by Q9.a, Q9.b and a standard start: not run"
+    assert _implied(dataclasses.replace(spec, implied_by=()), ctx) is None
