@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from .sandbox import Limits, Worker, WorkerError
@@ -25,18 +26,20 @@ class WarmWorkers:
     def __init__(self) -> None:
         self._root: Path | None = None  # the spares' private folders live here
         self._spares: dict[tuple, Worker] = {}
+        self._lock = threading.Lock()  # a Dask worker of several threads grades several at once
 
     def take(self, *, hide: list[Path], limits: Limits, isolate: bool | None) -> Worker:
         """A launched worker for one submission (the spare if it is alive, else a new
         one), leaving a new spare launched behind it."""
         key = (tuple(str(p) for p in hide), limits, isolate)
-        worker = self._spares.pop(key, None)
-        if worker is None or worker.proc is None or worker.proc.poll() is not None:
-            if worker is not None:
-                worker.close()
-            worker = self._launch(key)
-        with contextlib.suppress(WorkerError, OSError):  # no spare this time: the next take starts cold
-            self._spares[key] = self._launch(key)
+        with self._lock:
+            worker = self._spares.pop(key, None)
+            if worker is None or worker.proc is None or worker.proc.poll() is not None:
+                if worker is not None:
+                    worker.close()
+                worker = self._launch(key)
+            with contextlib.suppress(WorkerError, OSError):  # no spare this time: the next take starts cold
+                self._spares[key] = self._launch(key)
         return worker
 
     def _launch(self, key: tuple) -> Worker:
@@ -50,9 +53,10 @@ class WarmWorkers:
 
     def close(self) -> None:
         """Stop every spare and remove their folders."""
-        for worker in self._spares.values():
-            worker.close()
-        self._spares.clear()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
+        with self._lock:
+            for worker in self._spares.values():
+                worker.close()
+            self._spares.clear()
+            if self._root is not None:
+                shutil.rmtree(self._root, ignore_errors=True)
+                self._root = None
