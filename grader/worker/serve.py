@@ -26,9 +26,7 @@ def serve(channel_in: BinaryIO, channel_out: BinaryIO, workdir: str) -> None:
         op, args, timeout = request["op"], request.get("args", {}), request.get("timeout")
         reply: dict
         try:
-            if op == "init" and runtime is not None:  # one submission per worker, never a second
-                reply = {"ok": False, "error": {"type": "ProtocolError", "message": "already initialised"}}
-            elif op == "init":
+            if op == "init":
                 torch.set_num_threads(int(args.get("threads", 1)))
                 write_files(workdir, args.get("files", {}))
                 runtime = Runtime(seed=int(args["seed"]), output_cap=int(args["output_cap"]), gpu=bool(args.get("gpu")))
