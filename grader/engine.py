@@ -21,7 +21,7 @@ from typing import Any
 from . import __version__
 from .bounds import bound_result
 from .checks import CheckFailed, CheckSpec, Context, DataUnavailable, Outcome, all_checks
-from .details import internal_error, of, student_error
+from .details import internal_error, of, student_error, values
 from .results import CellRun, CheckResult, SubmissionResult
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, OutOfTurn, StudentError, Worker, WorkerError, WorkerTimeout
@@ -304,7 +304,8 @@ def _implied(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str] | None:
     if also is None:
         return None
     proof = ", ".join(spec.implied_by) + (f" and {also}" if also else "")
-    return Outcome(True, f"implied by {proof}: not run", details={"implied_by": list(spec.implied_by)}), "passed"
+    details = of(values(implied_by=list(spec.implied_by)))
+    return Outcome(True, f"implied by {proof}: not run", details=details), "passed"
 
 
 def budget_message(limits: Limits) -> str:

@@ -105,7 +105,7 @@ def test_a_check_is_implied_only_where_its_proof_passed_in_full():
     ctx = SimpleNamespace(result=SimpleNamespace(checks=[proved("Q9.a"), proved("Q9.b")]), spec=None)
     outcome, status = _implied(spec, ctx)
     assert status == "passed" and outcome.passed and outcome.message == "implied by Q9.a, Q9.b: not run"
-    assert outcome.details == {"implied_by": ["Q9.a", "Q9.b"]} and not ran
+    assert outcome.details == {"values": {"kind": "values", "values": {"implied_by": ["Q9.a", "Q9.b"]}}} and not ran
 
     for checks in (
         [proved("Q9.a")],

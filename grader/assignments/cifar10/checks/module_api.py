@@ -512,7 +512,9 @@ def learning(ctx: Context, question: str, reference: torch.nn.Module, layers: li
     return judge_learning(run)
 
 
-def learning_implied(question: str, layers_of: Callable[[Context], list[dict]], required_of: Callable[[Context], dict]):
+def learning_implied(
+    question: str, layers_of: Callable[[Context], list[dict]], required_of: Callable[[Context], dict[str, Any]]
+):
     """The condition under which ``learning`` is implied, once the question's model and
     optimizer checks passed: it would train the specified model (its layers) with
     torch.optim.SGD set exactly as ``required`` (every other setting at SGD's default)
