@@ -13,9 +13,8 @@ import pytest
 import torch
 
 import reference_solution as ref
-from grader.assignments.cifar10.checks.barebones import Q2_LEARNING_RATE, Q2_SHAPES
-from grader.assignments.cifar10.checks.module_api import Q5_SGD
-from grader.assignments.cifar10.checks.sequential import Q6_SGD
+from grader.assignments.cifar10.checks.barebones import q2_shapes
+from grader.assignments.cifar10.checks.spec import DEFAULT
 from grader.checks import CheckFailed, CheckSpec
 from grader.checks.learning import (
     STANDARD_INITS,
@@ -29,6 +28,7 @@ from grader.engine import _implied
 from grader.results import CheckResult
 
 SEEDS = (0, 1)
+Q2_SHAPES = q2_shapes(SimpleNamespace())  # the standard homework's (the implication is shown for it)
 
 
 def _drawn(model: torch.nn.Module, init: str, seed: int) -> torch.nn.Module:
@@ -61,7 +61,7 @@ def test_q2_learns_from_every_kaiming_start(ctx, seed):
         for s, f in zip(Q2_SHAPES, fan_ins)
     ]
     assert standard_start([(p, f, p.dim() == 1) for p, f in zip(params, fan_ins)], inits=("Kaiming normal",))
-    outcome = judge_learning(manual_sgd_run(ctx, ref.three_layer_convnet, params, Q2_LEARNING_RATE))
+    outcome = judge_learning(manual_sgd_run(ctx, ref.three_layer_convnet, params, DEFAULT.q2.lr))
     assert outcome.passed, outcome.message
 
 
@@ -70,9 +70,9 @@ def test_q2_learns_from_every_kaiming_start(ctx, seed):
 @pytest.mark.parametrize("question", ["Q5", "Q6"])
 def test_modules_learn_from_every_standard_start(ctx, question, init, seed):
     if question == "Q5":
-        model, settings = ref.ThreeLayerConvNet(3, 32, 16, 10), Q5_SGD
+        model, settings = ref.ThreeLayerConvNet(*DEFAULT.convnet_args), DEFAULT.q5_sgd
     else:
-        model, settings = ref.sequential_convnet_and_optimizer()[0], Q6_SGD
+        model, settings = ref.sequential_convnet_and_optimizer()[0], DEFAULT.q6_sgd
     model = _drawn(model, init, seed)
     assert init in (standard_start(state_start(model.state_dict())) or "")
     outcome = judge_learning(module_run(ctx, model, torch.optim.SGD(model.parameters(), **settings)))
