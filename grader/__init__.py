@@ -7,7 +7,8 @@ package too, never loads grading code.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__ as __version__
+
 __all__ = ["grade_batch", "grade_submission", "self_check"]
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import jinja2
 
+from .assignment import default_assignment
 from .assignments.cifar10.checks.spec import DEFAULT, Variant, variant_rubric_text, variant_toml
 from .rubric import DEFAULT_RUBRIC
 
@@ -33,19 +34,11 @@ TEMPLATE_VERSION = "1.0"
 NOTEBOOK_NAME = "cifar10_pytorch"
 SOURCES = ("assignment.py", "challenge.py")
 
-_BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION (?P<q>Q[1-7])\s*$")
+_BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION (?P<q>Q\d+)\s*$")
 _END = re.compile(r"^\s*# END SOLUTION\s*$")
 
-# What each placeholder tells a student to do.
-TASKS = {
-    "Q1": "implement the forward pass of three_layer_convnet",
-    "Q2": "create conv_w1, conv_b1, conv_w2, conv_b2, fc_w and fc_b",
-    "Q3": "create conv1, conv2 and fc with Kaiming-normal weights",
-    "Q4": "implement ThreeLayerConvNet.forward",
-    "Q5": "create model and optimizer",
-    "Q6": "create model and optimizer with nn.Sequential",
-    "Q7": "design, train and assign best_model",
-}
+# What each placeholder tells a student to do (the homework's definition says).
+TASKS = default_assignment().placeholders
 
 
 def _project_root() -> Path:
@@ -135,12 +128,12 @@ def render_script(*, filled: bool, root: Path | None = None, variant: Variant = 
     root = root or _project_root()
     sources = Sources(root)
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "assignments" / "cifar10"),
+        loader=jinja2.FileSystemLoader(default_assignment().folder),
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
-    template = env.get_template("template.py.j2")
+    template = env.get_template(default_assignment().template_file)
     return template.render(
         source=lambda name: transform_regions(sources.definition(name), filled=filled),
         region=lambda q: "\n".join(_marked(q, sources.region(q), "", filled=filled)),

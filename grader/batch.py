@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from .render import write_results_json
 from .results import SubmissionResult
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, hideable, namespaces_available
 from .submission import content_hash, submission_name
+from .version import __version__
 from .writers import Batch, selected, write_all
 
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 
 EPILOG = """\
 examples:
@@ -45,7 +45,7 @@ outputs (under --out, default reports/):
   <submission>/report.html      the instructor's report; report-student.html leaves out
                                 hidden checks' details
   index.html                    class summary: sortable scores, pass rates, failures,
-                                what needs a look (Q7 near the threshold, late, identical...)
+                                what needs a look (accuracy near the threshold, late, identical...)
   gradebook.csv, summary.json   the batch as a spreadsheet and as data
   batch.json                    who is in the batch, and whether it is complete ("partial")
 
@@ -61,6 +61,9 @@ passed, 1 otherwise.
 
 
 def _grading_parser() -> argparse.ArgumentParser:
+    from .assignment import default_assignment
+
+    questions = default_assignment().questions
     p = argparse.ArgumentParser(
         prog="grade",
         description="Grade PyTorch CIFAR-10 homework: notebooks (.ipynb) or modules (.py).",
@@ -108,7 +111,11 @@ def _grading_parser() -> argparse.ArgumentParser:
         help="grade against a variant of the homework (channels, learning rates, momentum, the challenge's "
         "threshold and epochs), the file given to grade assign --variant; default: the standard homework",
     )
-    p.add_argument("--questions", metavar="Q1,Q2", help="grade only these questions (default: all, Q1 to Q7)")
+    p.add_argument(
+        "--questions",
+        metavar=",".join(questions[:2]),
+        help=f"grade only these questions (default: all, {questions[0]} to {questions[-1]})",
+    )
     p.add_argument("--seed", type=int, help="fix the secret probe inputs (default: new ones each run)")
     p.add_argument("--no-cache", action="store_true", help="regrade everything, even unchanged submissions")
     p.add_argument(
@@ -424,12 +431,13 @@ def _cluster(text: str) -> str:
 def _questions(text: str | None) -> list[str] | None:
     if not text:
         return None
-    from .results import QUESTIONS
+    from .assignment import default_assignment
 
+    questions = default_assignment().questions
     wanted = [q.strip().upper() for q in text.split(",") if q.strip()]
-    unknown = [q for q in wanted if q not in QUESTIONS]
+    unknown = [q for q in wanted if q not in questions]
     if unknown:
-        raise SystemExit(f"grade: unknown question(s) {', '.join(unknown)}; use Q1 to Q7")
+        raise SystemExit(f"grade: unknown question(s) {', '.join(unknown)}; use {questions[0]} to {questions[-1]}")
     return wanted
 
 

@@ -141,11 +141,13 @@ def _concurrent(task) -> futures.Future:
 def gpu_for_retraining(path: str, options: Any = None, *_: Any) -> dict | None:
     """``{"GPU": 1}`` for a submission whose Question 7 model is retrained: Q7 is graded
     and no checkpoint came with it."""
+    from .assignment import default_assignment
     from .checkpoint import pick_checkpoint
     from .submission import InvalidSubmission, load_submission
 
     questions = getattr(options, "questions", None)
-    if questions and "Q7" not in questions:
+    challenge = default_assignment().challenge
+    if challenge is None or (questions and challenge not in questions):
         return None
     try:
         files = load_submission(Path(path)).files

@@ -18,14 +18,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .assignment import Assignment, default_assignment
 from .bounds import bound_result
 from .checks import CheckFailed, CheckSpec, Context, DataUnavailable, Outcome, all_checks
 from .details import internal_error, of, student_error, values
-from .results import CellRun, CheckResult, SubmissionResult
+from .results import CellRun, CheckResult, SubmissionResult, question_ranges
 from .rubric import Rubric, load_rubric
 from .sandbox import Limits, OutOfTurn, StudentError, Worker, WorkerError, WorkerTimeout
 from .submission import InvalidSubmission, Submission, content_hash, load_submission, submission_name
+from .version import __version__
 from .warm import WarmWorkers
 
 WORKER_SEED = 0  # the student's own code always runs from the same seed
@@ -33,10 +34,6 @@ WORKER_SEED = 0  # the student's own code always runs from the same seed
 
 class BudgetSpent(Exception):
     """The submission's time budget (Limits.submission_seconds) is used up."""
-
-
-# Probes measured against their own budget (Limits.train_seconds), not the submission's.
-OWN_BUDGET_OPS = frozenset({"q7_retrain"})
 
 
 class StudentSession:
@@ -56,11 +53,15 @@ class StudentSession:
         isolate: bool | None,
         skip: set[str] | None = None,
         warm: WarmWorkers | None = None,
+        assignment: Assignment | None = None,
     ):
         self.submission = submission
         self.warm = warm  # launched workers to take instead of starting one (batches)
+        self.assignment = assignment or default_assignment()
+        # Probes measured against their own budget (Limits.train_seconds), not the submission's.
+        self.own_budget = self.assignment.own_budget_probes
         # Cells that only answer questions outside the run are not executed (the
-        # Question 7 training when --questions leaves it out).
+        # challenge's training when --questions leaves it out).
         self.cells = [c for c in submission.cells if not (c.questions and set(c.questions) <= (skip or set()))]
         self.limits = limits
         self.hide = hide
@@ -79,10 +80,17 @@ class StudentSession:
 
     def _start(self) -> Worker:
         self.last_cell = None
+        homework = self.assignment.worker_module
         if self.warm is not None:
-            worker = self.warm.take(hide=self.hide, limits=self.limits, isolate=self.isolate)
+            worker = self.warm.take(hide=self.hide, limits=self.limits, isolate=self.isolate, homework=homework)
         else:
-            worker = Worker(hide=self.hide, private_root=self.private_root, limits=self.limits, isolate=self.isolate)
+            worker = Worker(
+                hide=self.hide,
+                private_root=self.private_root,
+                limits=self.limits,
+                isolate=self.isolate,
+                homework=homework,
+            )
             worker.launch()
         worker.init(seed=WORKER_SEED, files=self.submission.files)
         return worker
@@ -176,7 +184,7 @@ class StudentSession:
     def probe(self, op: str, *, timeout: float, **args: Any) -> Any:
         """Ask the worker for something; restart it first if a previous request killed it.
         The submission's time budget binds inside a check too: no request outlives it."""
-        if op not in OWN_BUDGET_OPS:
+        if op not in self.own_budget:
             if self.time_left() <= 0:
                 raise BudgetSpent()
             timeout = min(timeout, self.time_left())
@@ -194,7 +202,7 @@ class StudentSession:
             self.last_cell = None
             return reply
         finally:
-            if op in OWN_BUDGET_OPS:
+            if op in self.own_budget:
                 self.deadline += time.monotonic() - started
 
     def close(self) -> None:
@@ -313,17 +321,23 @@ def budget_message(limits: Limits) -> str:
 
 
 def selected_checks(
-    rubric: Rubric, *, visible_only: bool = False, questions: set[str] | None = None
+    rubric: Rubric,
+    *,
+    visible_only: bool = False,
+    questions: set[str] | None = None,
+    assignment: Assignment | None = None,
 ) -> list[CheckSpec]:
     """The checks a run executes, by question (declaration order within a question)."""
+    assignment = assignment or default_assignment()
+    order = {q: i for i, q in enumerate(assignment.questions)}
     return sorted(
         (
             s
-            for s in all_checks().values()
+            for s in all_checks(assignment).values()
             if (not visible_only or rubric.entries[s.id].visibility == "visible")
             and (questions is None or s.question in questions)
         ),
-        key=lambda s: s.question,
+        key=lambda s: order.get(s.question, len(order)),
     )
 
 
@@ -387,6 +401,7 @@ def grade_submission(
     retrain: bool = True,
     variant: Any = None,
     warm: WarmWorkers | None = None,
+    assignment: Assignment | None = None,
 ) -> SubmissionResult:
     """Grade one submission (a file or folder at ``path``, or an already loaded
     ``submission``) and return its result; a bad submission never raises.
@@ -394,16 +409,18 @@ def grade_submission(
     ``data_loader`` is a callable returning the grader's CIFAR10 data, or None when
     checks that need the images must be skipped. ``run_seed`` chooses the secret probe
     inputs (random when None). ``visible_only`` runs only the checks students may see.
-    ``retrain=False`` leaves Question 7 unchecked when no checkpoint was submitted.
+    ``retrain=False`` leaves the challenge question unchecked when no checkpoint was
+    submitted. ``assignment`` is the homework (the default one when None).
     ``variant`` holds the homework's specification values (``grade assign --variant``);
     None grades the standard homework.
     ``warm`` supplies workers launched ahead (a batch); without it one is started here.
     """
     started = time.monotonic()
-    rubric = rubric or load_rubric()
+    assignment = assignment or default_assignment()
+    rubric = rubric or load_rubric(assignment=assignment)
     limits = limits or Limits()
     run_seed = secrets.randbits(62) if run_seed is None else run_seed
-    specs = selected_checks(rubric, visible_only=visible_only, questions=questions)
+    specs = selected_checks(rubric, visible_only=visible_only, questions=questions, assignment=assignment)
     if submission is None:
         path = Path(path)
         result = new_result(submission_name(path), path.name, rubric)
@@ -422,10 +439,14 @@ def grade_submission(
     result.sha256, result.kind, result.layout = submission.sha256, submission.kind, submission.layout
     result.notes.extend(submission.notes)
     if not any(c.questions for c in submission.cells):
-        result.notes.append("no cell was recognised as an answer to Q1-Q7; names and markers did not match")
+        result.notes.append(
+            f"no cell was recognised as an answer to {question_ranges(list(assignment.questions))};"
+            " names and markers did not match"
+        )
 
     with tempfile.TemporaryDirectory(prefix="grader-") as private:
-        skip = {"Q7"} - set(questions) if questions is not None else set()
+        challenge = assignment.challenge
+        skip = {challenge} - set(questions) if questions is not None and challenge else set()
         session = StudentSession(
             submission,
             limits=limits,
@@ -434,9 +455,11 @@ def grade_submission(
             isolate=isolate,
             skip=skip,
             warm=warm,
+            assignment=assignment,
         )
-        if len(session.cells) < len(submission.cells):
-            result.notes.append("the Question 7 code was not run: Question 7 is not among the graded questions")
+        if len(session.cells) < len(submission.cells) and challenge:
+            spoken = assignment.spoken(challenge)
+            result.notes.append(f"the {spoken} code was not run: {spoken} is not among the graded questions")
         try:
             result.cells = session.run_cells()
             if submission.kind == "module":
@@ -450,6 +473,7 @@ def grade_submission(
                 results=result,
                 rubric=rubric,
                 variant=variant,
+                assignment=assignment,
             )
             ctx.retrain = retrain
             for spec in specs:

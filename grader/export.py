@@ -167,15 +167,22 @@ def load_batch(out: Path) -> tuple[list[SubmissionResult], dict]:
     return results, index
 
 
+# The LMS gradebooks by format (the batch's writers register the same, writers.GRADEBOOKS).
+GRADEBOOK_RENDERERS = {"canvas": canvas_csv, "moodle": moodle_csv, "gradescope-csv": gradescope_csv}
+
+
+def gradebook_name(format: str) -> str:
+    """The file a gradebook is written to: "canvas" -> canvas.csv."""
+    return f"{format.removesuffix('-csv')}.csv"
+
+
 def export(
     *, out: Path, format: str, dest: Path | None = None, overrides: Path | None = None, course: Path | None = None
 ) -> tuple[Path, dict]:
     """Write the ``format`` gradebook of the batch in ``out``; returns its path and the
     batch index. The overrides and course files are those given, else those the batch
     was graded with, read again as they are now (an edit needs no regrading)."""
-    from .writers import GRADEBOOKS  # the registry of outputs, which lists these
-
-    if format not in GRADEBOOKS:
+    if format not in GRADEBOOK_RENDERERS:
         raise ExportError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     results, index = load_batch(out)
     if not results:
@@ -186,7 +193,6 @@ def export(
     if overrides or course_path:
         rules = load_overrides(overrides)
         results = [apply_policies(r, student=r.student, overrides=rules, course=loaded) for r in results]
-    gradebook = GRADEBOOKS[format]
-    dest = dest or Path(out) / gradebook.name
-    dest.write_text(gradebook.render(results, loaded), encoding="utf-8")
+    dest = dest or Path(out) / gradebook_name(format)
+    dest.write_text(GRADEBOOK_RENDERERS[format](results, loaded), encoding="utf-8")
     return dest, index

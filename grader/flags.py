@@ -7,6 +7,7 @@ one more pair, not a new column.
 
 from __future__ import annotations
 
+from .assignment import default_assignment
 from .results import SubmissionResult
 
 Flag = tuple[str, str]
@@ -17,13 +18,14 @@ def challenge_flags(result: SubmissionResult) -> list[Flag]:
     the threshold (unless the rubric says to ignore that), retraining, its budget, a
     self-reported accuracy above what the grader measured."""
     c = result.challenge or {}
+    q = default_assignment().challenge or "challenge"
     flags: list[Flag] = []
     if c.get("memorisation_flag"):
         p = c.get("perturbed") or {}
         flags.append(
             (
                 "memorised",
-                f"Q7 accuracy falls from {100 * p.get('clean_accuracy', 0):.1f}% to {100 * p.get('accuracy', 0):.1f}% "
+                f"{q} accuracy falls from {100 * p.get('clean_accuracy', 0):.1f}% to {100 * p.get('accuracy', 0):.1f}% "
                 "on slightly perturbed images: it recognises public images rather than generalising",
             )
         )
@@ -40,23 +42,21 @@ def challenge_flags(result: SubmissionResult) -> list[Flag]:
         flags.append(
             (
                 "near threshold",
-                f"Q7 validation accuracy {shown}(95% CI {100 * ci[0]:.1f}–{100 * ci[1]:.1f}%) "
+                f"{q} validation accuracy {shown}(95% CI {100 * ci[0]:.1f}–{100 * ci[1]:.1f}%) "
                 f"straddles the {100 * threshold:g}% threshold",
             )
         )
     if c.get("mode") == "retrain":
-        flags.append(("retrained", "no usable Q7 checkpoint: the grader retrained the model from the student's code"))
+        flags.append(("retrained", f"no usable {q} checkpoint: the grader retrained the model from the student's code"))
     if c.get("over_budget"):
-        flags.append(("over budget", "Q7 retraining ran past its time budget"))
+        flags.append(("over budget", f"{q} retraining ran past its time budget"))
     if c.get("flagged"):
-        flags.append(("self-report", "the self-reported Q7 accuracy is above the grader's confidence interval"))
+        flags.append(("self-report", f"the self-reported {q} accuracy is above the grader's confidence interval"))
     return flags
 
 
 def needs_a_look(results: list[SubmissionResult]) -> list[list[Flag]]:
     """The flags of each result, in order."""
-    from .views import trouble
-
     by_hash: dict[str, list[str]] = {}
     by_checkpoint: dict[str, list[str]] = {}
     for r in results:
@@ -79,7 +79,8 @@ def needs_a_look(results: list[SubmissionResult]) -> list[list[Flag]]:
         else:
             same = [n for n in by_checkpoint.get(r.student.get("checkpoint_sha256", ""), []) if n != r.name]
             if same:
-                flags.append(("same checkpoint", "the Q7 checkpoint is byte-identical to " + ", ".join(same)))
+                what = default_assignment().challenge or "challenge"
+                flags.append(("same checkpoint", f"the {what} checkpoint is byte-identical to " + ", ".join(same)))
         flags.extend(challenge_flags(r))
         for a in r.adjustments:
             if a["kind"] == "override":
@@ -93,3 +94,15 @@ def needs_a_look(results: list[SubmissionResult]) -> list[list[Flag]]:
             )
         out.append(flags)
     return out
+
+
+def trouble(result: SubmissionResult) -> str:
+    """Why a graded submission ran out of time somewhere, or "" if it did not."""
+    cells = [c.label for c in result.cells if c.status == "timeout"]
+    checks = [c.id for c in result.checks if c.status == "timeout"]
+    parts = []
+    if cells:
+        parts.append("timed out in " + ", ".join(cells))
+    if checks:
+        parts.append(f"{len(checks)} check(s) timed out: " + ", ".join(checks[:5]) + (" …" if len(checks) > 5 else ""))
+    return "; ".join(parts)

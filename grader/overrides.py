@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .results import QUESTIONS, SubmissionResult
+from .assignment import default_assignment
+from .results import SubmissionResult
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,8 +63,9 @@ def load_overrides(path: str | Path | None, *, rubric=None) -> Overrides | None:
     items = []
     for student, table in doc.items():
         if not isinstance(table, dict):
+            example = default_assignment().questions[min(2, len(default_assignment().questions) - 1)]
             raise OverridesError(
-                f'{path}: [{student}] must be a table of overrides, e.g. Q3 = {{ points = 9, reason = "..." }}'
+                f'{path}: [{student}] must be a table of overrides, e.g. {example} = {{ points = 9, reason = "..." }}'
             )
         for target, spec in table.items():
             where = f"{path}: [{student}] {target}"
@@ -84,7 +86,7 @@ def load_overrides(path: str | Path | None, *, rubric=None) -> Overrides | None:
 
 
 def _max_points(target: str, rubric) -> float | None:
-    if target in QUESTIONS:
+    if target in default_assignment().questions:
         points = [e.points for cid, e in rubric.entries.items() if cid.split(".")[0] == target]
         return sum(points) if points else None
     entry = rubric.entries.get(target)
@@ -99,8 +101,9 @@ def apply_overrides(result: SubmissionResult, overrides: Overrides) -> list[dict
     mine = overrides.for_student(aliases_of(result.student) | {normal(result.name)})
     adjustments: list[dict] = []
     checks = {c.id: c for c in result.checks}
-    for o in sorted(mine, key=lambda o: o.target in QUESTIONS):
-        if o.target in QUESTIONS:
+    questions = default_assignment().questions
+    for o in sorted(mine, key=lambda o: o.target in questions):
+        if o.target in questions:
             scores = {q.id: q.score for q in result.questions()}
             now = scores.get(o.target)
             if now is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jinja2
 
+from .assignment import default_assignment
 from .charts import histogram, line_chart
 from .results import SubmissionResult
 from .views import class_view, excerpt, submission_view
@@ -36,7 +37,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 @functools.cache  # templates are compiled once per process, not once per page
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         # Autoescape every .html.j2 template: student text must never become markup.
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=True),
@@ -44,6 +45,11 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # The homework's challenge question (graded by accuracy), as ids and headings name it.
+    assignment = default_assignment()
+    challenge = assignment.challenge or "challenge"
+    env.globals.update(challenge=challenge, challenge_name=assignment.spoken(challenge))
+    return env
 
 
 def render_submission(result: SubmissionResult, *, student_view: bool) -> str:

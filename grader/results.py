@@ -4,11 +4,11 @@ the self-check's terminal lines) is rendered from a ``SubmissionResult``."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-QUESTIONS = ("Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "Q7")
+from .assignment import default_assignment
+
 # Statuses of a check. Only "passed" earns points; the others say why not.
 STATUSES = ("passed", "failed", "error", "timeout", "skipped")
 
@@ -92,7 +92,7 @@ class SubmissionResult:
 
     def questions(self) -> list[QuestionScore]:
         out = []
-        for q in QUESTIONS:
+        for q in default_assignment().questions:
             checks = [c for c in self.checks if c.question == q]
             if not checks:
                 continue
@@ -114,7 +114,7 @@ class SubmissionResult:
         raised the template's NotImplementedError or a check said the answer is missing.
         Feedback groups them in one line so that the real failures stand out."""
         out = []
-        for q in QUESTIONS:
+        for q in default_assignment().questions:
             checks = [c for c in self.checks if c.question == q]
             if not checks or any(c.status == "passed" for c in checks):
                 continue
@@ -161,142 +161,44 @@ def question_ranges(questions: list[str]) -> str:
     return ", ".join(f"Q{r[0]}" if len(r) == 1 else f"Q{r[0]}-Q{r[-1]}" for r in runs)
 
 
-# -- Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/)
-
-# What a hidden check is before grades are published: Gradescope shows students nothing of
-# an "after_published" test, and hides the total while any test is hidden.
-GRADESCOPE_VISIBILITY = {"visible": "visible", "hidden": "after_published"}
-LEADERBOARD_NAME = "Validation accuracy"
-
-
-def gradescope(result: SubmissionResult, *, lines: list[str] | None = None) -> dict[str, Any]:
-    """results.json in Gradescope's autograder format.
-
-    One test per check, numbered "question.check" ("1.3") and tagged with its question;
-    outputs are Markdown so that layer diffs and parity tables keep their columns. The
-    top-level output is what every student sees at once: the visible checks' points, and
-    only the number and worth of the hidden ones (never their points or the total), like
-    report-student.html. ``lines`` are further sentences for it (lateness, say).
-    """
-    labels = cell_labels(result)
-    tests, numbers = [], dict.fromkeys(QUESTIONS, 0)
-    for c in result.checks:
-        numbers[c.question] = numbers.get(c.question, 0) + 1
-        tests.append(
-            {
-                "name": f"{c.question} {c.title}",
-                "number": f"{c.question.lstrip('Q')}.{numbers[c.question]}",
-                "score": c.score,
-                "max_score": c.max_score,
-                "status": "passed" if c.status == "passed" else "failed",
-                "output": check_markdown(c, labels),
-                "output_format": "md",
-                "tags": [c.question],
-                "visibility": GRADESCOPE_VISIBILITY[c.visibility],
-                "extra_data": {"id": c.id, "status": c.status},
+def summary(results: list[SubmissionResult]) -> dict:
+    """Class-level figures: totals, per-question pass rates, most failed checks."""
+    graded = [r for r in results if r.status == "graded"]
+    failures: dict[str, int] = {}
+    titles: dict[str, str] = {}
+    for r in graded:
+        for c in r.checks:
+            titles[c.id] = f"{c.question} {c.title}"
+            if c.status != "passed":
+                failures[c.id] = failures.get(c.id, 0) + 1
+    per_question = {}
+    for q in default_assignment().questions:
+        scored = [s for r in graded for s in r.questions() if s.id == q]
+        if scored:
+            per_question[q] = {
+                "mean_score": sum(s.score for s in scored) / len(scored),
+                "max_score": scored[0].max_score,
+                "full_marks_rate": sum(s.score >= s.max_score for s in scored) / len(scored),
             }
-        )
-    doc: dict[str, Any] = {
-        "score": result.score,
-        "execution_time": max(1, round(result.duration)),
-        "output": summary_markdown(result, lines or []),
-        "output_format": "md",
-        "visibility": "visible",
-        "stdout_visibility": "hidden",
-        "tests": tests,
-        # Stored by Gradescope for instructors, never shown to students; the checks'
-        # details are in the tests' outputs, the cells' output in the HTML reports.
-        "extra_data": {
-            "submission": {k: v for k, v in result.to_dict().items() if k not in ("checks", "cells")},
-            "max_score": result.max_score,
-        },
+    return {
+        "submissions": len(results),
+        "graded": len(graded),
+        "invalid": [{"name": r.name, "reason": r.reason} for r in results if r.status == "invalid"],
+        "crashed": [{"name": r.name, "reason": r.reason} for r in results if r.status == "crashed"],
+        "timeouts": [
+            {
+                "name": r.name,
+                "checks": [c.id for c in r.checks if c.status == "timeout"],
+                "cells": [c.label for c in r.cells if c.status == "timeout"],
+            }
+            for r in results
+            if any(c.status == "timeout" for c in r.checks) or any(c.status == "timeout" for c in r.cells)
+        ],
+        "mean_score": sum(r.score for r in graded) / len(graded) if graded else None,
+        "max_score": results[0].max_score if results else None,
+        "questions": per_question,
+        "most_failed": [
+            {"id": k, "title": titles[k], "failed": n}
+            for k, n in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        ],
     }
-    accuracy = result.challenge.get("val_accuracy")
-    if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool):
-        doc["leaderboard"] = [{"name": LEADERBOARD_NAME, "value": round(float(accuracy), 4), "order": "desc"}]
-    return doc
-
-
-def summary_markdown(result: SubmissionResult, lines: list[str]) -> str:
-    visible = [c for c in result.checks if c.visibility == "visible"]
-    hidden = [c for c in result.checks if c.visibility == "hidden"]
-    parts = []
-    if result.status != "graded":
-        what = "could not be graded" if result.status == "invalid" else "could not be graded to the end"
-        parts.append(f"**This submission {what}:** {md_text(result.reason)}")
-    points = f"{sum(c.score for c in visible):g} / {sum(c.max_score for c in visible):g}"
-    if hidden:
-        worth = f"{sum(c.max_score for c in hidden):g}"
-        parts.append(
-            f"**Visible checks: {points} points.** {len(hidden)} hidden check{'s' if len(hidden) != 1 else ''}"
-            f" worth {worth} points in total {'are' if len(hidden) != 1 else 'is'} graded as well;"
-            " their results are shown after grading is published."
-        )
-    else:
-        parts.append(f"**Score: {points} points.**")
-    if result.unanswered():
-        parts.append(f"{question_ranges(result.unanswered())} not answered yet.")
-    for a in result.adjustments:  # the late penalty and hand overrides, with their reasons
-        what = "Late penalty" if a.get("kind") == "late" else "Adjusted by your instructor"
-        parts.append(f"{what}: {a.get('points', 0):+g} points ({md_text(a.get('reason', ''))}).")
-    parts.extend(md_text(line) for line in lines)
-    if result.notes:
-        parts.append("\n".join(f"- {md_text(note)}" for note in result.notes))
-    return "\n\n".join(parts)
-
-
-def check_markdown(check: CheckResult, labels: dict[int, str]) -> str:
-    """A check's message and its details (tables as aligned text), in Markdown."""
-    from .views import detail_blocks  # the HTML report's reading of the same details
-
-    parts = [md_text(check.message or check.status)]
-    for block in detail_blocks(check, labels, student_view=True):
-        kind, rows = block["kind"], block.get("rows", [])
-        if kind == "values":
-            text = _text_table(
-                [block["title"], ""], [[n, f"{v} ({verdict})" if verdict else v] for n, v, verdict in rows]
-            )
-        elif kind == "tensors":
-            text = _text_table(["tensor", "max absolute error", "relative error"], rows)
-        elif kind == "diff":
-            text = _text_table(["expected", "found", ""], [[r["expected"], r["found"], r["status"]] for r in rows])
-        elif kind == "settings":
-            head = f"optimizer ({block['type']})" if block.get("type") else "optimizer"
-            text = _text_table(
-                [head, "required", "found", ""],
-                [[r["name"], r["required"], r["found"], "ok" if r["ok"] else "WRONG"] for r in rows],
-            )
-        elif kind == "std":
-            text = _text_table(
-                ["weight", "std found", "Kaiming std sqrt(2 / fan_in)", "ratio"],
-                [[r["name"], r["found"], r["expected"], r["ratio"]] for r in rows],
-            )
-        elif kind == "error" and block.get("error"):
-            error = block["error"]
-            where_ = f" (raised in {error['where']})" if error["where"] else ""
-            parts.append(md_text(f"{error['type']}: {error['message']}{where_}"))
-            text = error["traceback"]
-        else:
-            continue
-        if text:
-            parts.append(_fenced(text))
-    return "\n\n".join(parts)
-
-
-def md_text(text: str) -> str:
-    """Plain text as Markdown that renders as written: no markup, links or HTML from a student."""
-    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\`*_\[\]#|])", r"\\\1", text)
-
-
-def _fenced(text: str) -> str:
-    fence = "```"
-    while fence in text:
-        fence += "`"
-    return f"{fence}text\n{text}\n{fence}"
-
-
-def _text_table(header: list[str], rows: list) -> str:
-    table = [[str(v) for v in header], *([str(v) for v in row] for row in rows)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in table)

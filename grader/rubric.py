@@ -1,7 +1,7 @@
 """The rubric: points and visibility of every check, read from one TOML file.
 
-The default, ``grader/assignments/cifar10/rubric.toml``, totals 100. An instructor copies it, edits the
-numbers and passes ``--rubric FILE``. Every check the grader knows must appear in the
+The default is the homework's own (``grader/assignments/cifar10/rubric.toml``, totalling
+100). An instructor copies it, edits the numbers and passes ``--rubric FILE``. Every check the grader knows must appear in the
 file and every entry must name a known check, so a typo cannot silently drop points.
 """
 
@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+
+from .assignment import Assignment, default_assignment
+from .checks import all_checks
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_RUBRIC = Path(__file__).parent / "assignments" / "cifar10" / "rubric.toml"
+DEFAULT_RUBRIC = default_assignment().rubric
 VISIBILITIES = ("visible", "hidden")
 
 
@@ -72,11 +76,15 @@ class Rubric:
         return sum(e.points for e in self.entries.values())
 
 
-def load_rubric(path: str | Path | None = None) -> Rubric:
-    """Read and validate a rubric (the default one when ``path`` is None)."""
-    from .checks import all_checks
+def load_rubric(path: str | Path | None = None, *, assignment: Assignment | None = None) -> Rubric:
+    """Read a rubric of the homework (its own when ``path`` is None) and validate it
+    against the homework's checks."""
+    assignment = assignment or default_assignment()
+    return read_rubric(Path(path) if path else assignment.rubric, checks=all_checks(assignment))
 
-    path = Path(path) if path else DEFAULT_RUBRIC
+
+def read_rubric(path: Path, *, checks: Collection[str]) -> Rubric:
+    """Read a rubric and check that it gives points to exactly the checks ``checks``."""
     try:
         raw = path.read_bytes()
         doc = tomllib.loads(raw.decode())
@@ -98,7 +106,7 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
             if entry.visibility not in VISIBILITIES or entry.points < 0:
                 raise RubricError(f"{path}: {check_id} has visibility {entry.visibility!r} or negative points")
             entries[check_id] = entry
-    known = set(all_checks())
+    known = set(checks)
     unknown, missing = sorted(set(entries) - known), sorted(known - set(entries))
     if unknown or missing:
         parts = []

@@ -221,8 +221,23 @@ def gpu_present() -> bool:
 class Worker:
     """One student worker process and the request/reply channel to it."""
 
-    def __init__(self, *, hide: list[Path], private_root: Path, limits: Limits, isolate: bool | None = None):
+    def __init__(
+        self,
+        *,
+        hide: list[Path],
+        private_root: Path,
+        limits: Limits,
+        isolate: bool | None = None,
+        homework: str | None = None,
+    ):
+        """``homework``: the module of the homework's worker side that the worker imports
+        (the default homework's when None)."""
         self.hide = [str(p) for p in hide]
+        if homework is None:
+            from .assignment import default_assignment
+
+            homework = default_assignment().worker_module
+        self.homework = homework
         self.private_root = private_root
         self.limits = limits
         self.isolated = namespaces_available() if isolate is None else isolate
@@ -297,6 +312,7 @@ class Worker:
             "scratch": self.limits.scratch_bytes,
             "uid": uid,
             "steps": worker_paths() if self.isolated and not self.bwrap else None,
+            "homework": self.homework,
         }
         try:
             if mapped:

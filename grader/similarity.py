@@ -45,17 +45,24 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .assignment import default_assignment
 from .checkpoint import inspect_checkpoint, pick_checkpoint
 from .preprocess import module_cells, prepare
-from .results import QUESTIONS, SubmissionResult
+from .results import SubmissionResult
 from .submission import InvalidSubmission, Submission, discover, load_submission, submission_name
 
 K = 10  # tokens per k-gram: shorter common runs are noise
 WINDOW = 5  # winnowing window: any shared run of K + WINDOW - 1 tokens is found
 THRESHOLD = 0.4  # default score from which a pair is flagged (a copied Question 7 alone scores about 0.5)
-# Each question's weight in a pair's score: the open-ended Question 7 as much as all the
-# short answers together (which the task constrains, so honest answers converge).
-QUESTION_WEIGHT = {q: 1.0 for q in QUESTIONS} | {"Q7": 6.0}
+ASSIGNMENT = default_assignment()
+QUESTIONS = ASSIGNMENT.questions
+# The open-ended challenge question (Question 7), whose answers differ the most.
+CHALLENGE = ASSIGNMENT.challenge
+SPOKEN_CHALLENGE = ASSIGNMENT.spoken(CHALLENGE) if CHALLENGE else "challenge"
+# Each question's weight in a pair's score (the homework's similarity_weights): the
+# open-ended Question 7 as much as all the short answers together (which the task
+# constrains, so honest answers converge).
+QUESTION_WEIGHT = {q: ASSIGNMENT.weight(q) for q in QUESTIONS}
 # Question 7's code counts in full only with the same numbers (sizes, rates, epochs): with
 # other numbers the same code shape is what students who follow one tutorial write.
 NUMBERS_SHARE = 0.25
@@ -571,7 +578,7 @@ def profile(submission: Submission, base: Base, result: SubmissionResult | None 
         own = [(h, lines) for h, lines in winnow(kgram_hashes(tokens)) if h not in base]
         for h, lines in own:
             p.fingerprints.setdefault(h, (index, lines))
-        if region.question == "Q7" and own:  # the template's own Question 7 cells are left out
+        if region.question == CHALLENGE and own:  # the template's own Question 7 cells are left out
             literals += numbers
             q7_tokens += [t for t, _ in tokens]
     p.checkpoint_bytes, p.checkpoint_tensors, sizes = _checkpoint_digests(submission.files)
@@ -580,7 +587,7 @@ def profile(submission: Submission, base: Base, result: SubmissionResult | None 
         (key, repr(challenge[key])) for key in ("model_type", "parameters", "epochs_requested") if key in challenge
     )
     p.q7_numbers = Counter(literals)  # the sizes, rates and epochs of Question 7
-    p.q7_prints = frozenset(h for h, (i, _) in p.fingerprints.items() if regions[i].question == "Q7")
+    p.q7_prints = frozenset(h for h, (i, _) in p.fingerprints.items() if regions[i].question == CHALLENGE)
     if sizes or described:
         p.q7_model = (sizes, described)
     if len(q7_tokens) >= MIN_SAME_ANSWER_TOKENS:
@@ -770,7 +777,7 @@ class _Scorer:
         for q in answered:
             floor = max(self.floors.get(q, 0.0), 1e-9)
             containment = min(1.0, pair.by_question.get(q, 0.0) / max(min(ma[q], mb[q]), floor))
-            if q == "Q7" and containment > 0:
+            if q == CHALLENGE and containment > 0:
                 # Common fragments count too here, half (an answer built of common parts
                 # can be copied), but the same code shape with other sizes and rates is
                 # what students who follow one tutorial write.
@@ -793,15 +800,15 @@ class _Scorer:
             evidence.append("numerically identical checkpoints")
         if evidence:
             score = max(score, CHECKPOINT_SCORE)
-            questions.add("Q7")
+            questions.add(CHALLENGE)
         if a.q7_answer and a.q7_answer == b.q7_answer and self.answers[a.q7_answer] + archive <= 2:
             score += SAME_ANSWER_BONUS
-            evidence.append("the same Question 7 answer and hyperparameters once normalised")
-            questions.add("Q7")
+            evidence.append(f"the same {SPOKEN_CHALLENGE} answer and hyperparameters once normalised")
+            questions.add(CHALLENGE)
         if a.q7_model and a.q7_model == b.q7_model and self.models[a.q7_model] + archive <= 2:
             score += Q7_MODEL_BONUS
-            evidence.append("the same unusual Question 7 model")
-            questions.add("Q7")
+            evidence.append(f"the same unusual {SPOKEN_CHALLENGE} model")
+            questions.add(CHALLENGE)
         rare = [line for line in a.outputs if line in b.outputs and self.outputs[line] + archive <= 2][:3]
         if rare:
             score += OUTPUT_BONUS * len(rare)

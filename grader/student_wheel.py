@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 
 PYPROJECT = """\
 [build-system]

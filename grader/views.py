@@ -14,9 +14,10 @@ from typing import Any
 from markupsafe import Markup
 
 from . import details
+from .assignment import default_assignment
 from .charts import ci_chart, histogram, line_chart
-from .render import summary
-from .results import QUESTIONS, STATUSES, CellRun, CheckResult, SubmissionResult, cell_labels, question_ranges, where
+from .flags import trouble
+from .results import STATUSES, CellRun, CheckResult, SubmissionResult, cell_labels, question_ranges, summary, where
 
 OUTPUT_EXCERPT_CHARS = 4000  # of a cell's stdout or stderr; training logs can be long
 VALUE_CHARS = 300  # of one value in a check's details table
@@ -483,18 +484,6 @@ def identity_view(result: SubmissionResult) -> list[tuple[str, str]]:
 # -- the class summary -------------------------------------------------------------------------
 
 
-def trouble(result: SubmissionResult) -> str:
-    """Why a graded submission ran out of time somewhere, or "" if it did not."""
-    cells = [c.label for c in result.cells if c.status == "timeout"]
-    checks = [c.id for c in result.checks if c.status == "timeout"]
-    parts = []
-    if cells:
-        parts.append("timed out in " + ", ".join(cells))
-    if checks:
-        parts.append(f"{len(checks)} check(s) timed out: " + ", ".join(checks[:5]) + (" …" if len(checks) > 5 else ""))
-    return "; ".join(parts)
-
-
 SIMILAR_PAIRS_SHOWN = 100  # the class page lists at most this many flagged pairs
 
 
@@ -542,7 +531,7 @@ def class_view(
     from .flags import needs_a_look
 
     figures = summary(results)
-    questions = [q for q in QUESTIONS if any(c.question == q for r in results for c in r.checks)]
+    questions = [q for q in default_assignment().questions if any(c.question == q for r in results for c in r.checks)]
     titles = next((r.question_titles for r in results if r.question_titles), {})
     students: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []

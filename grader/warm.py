@@ -28,10 +28,10 @@ class WarmWorkers:
         self._spares: dict[tuple, Worker] = {}
         self._lock = threading.Lock()  # a Dask worker of several threads grades several at once
 
-    def take(self, *, hide: list[Path], limits: Limits, isolate: bool | None) -> Worker:
+    def take(self, *, hide: list[Path], limits: Limits, isolate: bool | None, homework: str | None = None) -> Worker:
         """A launched worker for one submission (the spare if it is alive, else a new
         one), leaving a new spare launched behind it."""
-        key = (tuple(str(p) for p in hide), limits, isolate)
+        key = (tuple(str(p) for p in hide), limits, isolate, homework)
         with self._lock:
             worker = self._spares.pop(key, None)
             if worker is None or worker.proc is None or worker.proc.poll() is not None:
@@ -46,8 +46,10 @@ class WarmWorkers:
         if self._root is None:
             self._root = Path(tempfile.mkdtemp(prefix="grader-warm-"))
             atexit.register(self.close)
-        hide, limits, isolate = key
-        worker = Worker(hide=[Path(p) for p in hide], private_root=self._root, limits=limits, isolate=isolate)
+        hide, limits, isolate, homework = key
+        worker = Worker(
+            hide=[Path(p) for p in hide], private_root=self._root, limits=limits, isolate=isolate, homework=homework
+        )
         worker.launch()
         return worker
 

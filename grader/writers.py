@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from .course import Course
-from .export import canvas_csv, gradescope_csv, moodle_csv
+from .export import GRADEBOOK_RENDERERS, gradebook_name
 from .results import SubmissionResult
 
 
@@ -111,7 +111,7 @@ class SummaryJson:
     def write(self, batch: Batch, out: Path) -> list[Path]:
         import json
 
-        from .render import summary
+        from .results import summary
 
         out.mkdir(parents=True, exist_ok=True)
         path = out / self.name
@@ -149,7 +149,7 @@ class LmsGradebook:
 
     @property
     def name(self) -> str:
-        return f"{self.format.removesuffix('-csv')}.csv"
+        return gradebook_name(self.format)
 
     def write(self, batch: Batch, out: Path) -> list[Path]:
         from .course import load_course
@@ -163,11 +163,7 @@ class LmsGradebook:
 # -- the registry ------------------------------------------------------------------------------
 
 WRITERS: tuple[Writer, ...] = (ResultsJson(), HtmlReports(), GradebookCsv(), SummaryJson(), ClassPage())
-GRADEBOOKS: dict[str, LmsGradebook] = {
-    "canvas": LmsGradebook("canvas", canvas_csv),
-    "moodle": LmsGradebook("moodle", moodle_csv),
-    "gradescope-csv": LmsGradebook("gradescope-csv", gradescope_csv),
-}
+GRADEBOOKS: dict[str, LmsGradebook] = {f: LmsGradebook(f, render) for f, render in GRADEBOOK_RENDERERS.items()}
 HTML = {"report.html", "index.html"}  # left out by ``grade --no-reports``-style runs
 
 

@@ -25,8 +25,8 @@ import pytest
 from gradescope_schema import validate
 
 from grader import gradescope
+from grader.render import gradescope as gradescope_json
 from grader.results import CheckResult, SubmissionResult
-from grader.results import gradescope as gradescope_json
 from grader.rubric import DEFAULT_RUBRIC
 from grader.sandbox import unreadable_by_others, worker_runtime
 

@@ -11,9 +11,9 @@ import nbformat
 import pytest
 
 from grader.assign import render_script, script_to_notebook
+from grader.assignment import default_assignment
 from grader.batch import BatchError, grade_batch
 from grader.engine import grade_submission
-from grader.results import QUESTIONS
 
 Q1_TO_Q6 = {"Q1", "Q2", "Q3", "Q4", "Q5", "Q6"}
 
@@ -104,7 +104,9 @@ def test_batch_outputs_and_a_resumed_run(tmp_path, filled_script):
     assert all({"name", "score", "max_score", "status", "output", "visibility"} <= set(t) for t in doc["tests"])
 
     rows = list(csv.reader((out / "gradebook.csv").open()))
-    assert rows[0][:5] == ["submission", "file", "status", "score", "max_score"] and rows[0][5:12] == list(QUESTIONS)
+    assert rows[0][:5] == ["submission", "file", "status", "score", "max_score"] and rows[0][5:12] == list(
+        default_assignment().questions
+    )
     evil = next(row for row in rows if "HYPERLINK" in row[0])
     assert evil[0].startswith("'=") and evil[1].startswith("'=")  # a spreadsheet will not run it
     assert (out / "index.html").exists() and (out / "alice" / "report.html").exists()

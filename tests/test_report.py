@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.render import gradescope
 from grader.report import (
     environment,
     excerpt,
@@ -16,7 +17,7 @@ from grader.report import (
     write_class_summary,
     write_submission_reports,
 )
-from grader.results import CellRun, CheckResult, SubmissionResult, gradescope
+from grader.results import CellRun, CheckResult, SubmissionResult
 
 XSS = "<script>alert(1)</script>"
 HIDDEN_MARKER = "HIDDEN-FINDING-7f3a"  # only in hidden checks' messages and details

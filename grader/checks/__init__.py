@@ -2,7 +2,7 @@
 
 Checks are declared next to their code as pytest declares tests. A check is a function of a ``Context`` that returns an ``Outcome``. Its question, name
 and time limit are declared with ``@check``; its points and visibility come from the
-rubric (``grader/rubric.toml``), so an instructor can change the weighting without
+rubric (the homework's ``rubric.toml``), so an instructor can change the weighting without
 touching code. Checks run on the trusted side: they ask the worker for plain data
 through ``ctx.probe`` and compare it with the reference in this process.
 
@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..assignment import Assignment, default_assignment
 from ..details import Details, of, student_error
 from ..replies import CaptureReply, ConstructReply
 from ..results import SubmissionResult, where
-from ..rubric import Rubric
 from ..sandbox import StudentError
 
-if TYPE_CHECKING:  # the engine runs checks; checks never import it
+if TYPE_CHECKING:  # the engine runs checks and the rubric lists them; checks import neither
     from ..engine import StudentSession
+    from ..rubric import Rubric
 
 
 @dataclass
@@ -96,11 +97,11 @@ def check(
     return register
 
 
-def all_checks() -> dict[str, CheckSpec]:
-    """Every registered check, importing the modules that declare them."""
-    from ..assignments.cifar10.checks import barebones, challenge, module_api, sequential  # noqa: F401
-
-    return REGISTRY
+def all_checks(assignment: Assignment | None = None) -> dict[str, CheckSpec]:
+    """Every check of the homework, importing the modules that declare them."""
+    assignment = assignment or default_assignment()
+    assignment.load_checks()
+    return {k: s for k, s in REGISTRY.items() if s.fn.__module__ in assignment.check_modules}
 
 
 def probe_generator(run_seed: int, check_id: str) -> torch.Generator:
@@ -134,8 +135,10 @@ class Context:
         results: SubmissionResult,
         rubric: Rubric,
         variant: Any = None,
+        assignment: Assignment | None = None,
     ):
         self.session = session
+        self.assignment = assignment or default_assignment()
         self.rubric = rubric  # Question 7 reads its threshold policy here
         # The homework's specification values (a variant of them); None: the standard ones.
         self.variant = variant
@@ -163,9 +166,7 @@ class Context:
 
     @property
     def reference(self):
-        import reference_solution
-
-        return reference_solution
+        return self.assignment.answer_key_module()
 
     @property
     def data(self):
@@ -225,38 +226,6 @@ class Context:
         found = where(info, {c.index: c.label for c in self.session.submission.cells})
         return f" ({found})" if found else ""
 
-    def require_answer(self, question: str) -> None:
-        """Skip a check of provided code whose question has no answer yet: the helper
-        only matters once the question uses it (and an empty template earns nothing)."""
-        # The template's placeholders say which question they stand for, so an unanswered
-        # question is known by its message even where no cell is labelled (a plain module).
-        placeholder = f"Question {question[1:]} is not answered"
-        for run in self.result.cells:
-            error = run.error or {}
-            if error.get("type") == "NotImplementedError" and (
-                question in run.questions or placeholder in str(error.get("message", ""))
-            ):
-                raise CheckFailed(f"not graded: Question {question[1:]} is not answered yet", status="skipped")
-        if any(question in run.questions and run.error for run in self.result.cells):
-            return  # a cell that raised another error holds a wrong answer, not a missing one
-        if question == "Q1":
-            x = torch.ones(2, 3, 32, 32)
-            params = [torch.ones(s) * 0.01 for s in ((2, 3, 5, 5), (2,), (2, 2, 3, 3), (2,), (2 * 32 * 32, 10), (10,))]
-            try:
-                out = self.probe("call_function", name="three_layer_convnet", args=[x, params])["output"]
-            except StudentError as exc:  # a wrong answer that raises is still an answer
-                out = {"is_tensor": exc.info.get("type") not in ("NotImplementedError", "LookupError")}
-            answered = out.get("is_tensor", False)
-        elif question == "Q2":
-            answered = any(p.get("is_tensor") for p in self.capture(question).get("params", []))
-        else:
-            try:
-                answered = self.capture(question).get("model", {}).get("is_module", False)
-            except CheckFailed:  # nothing was handed to training: nothing uses the helper yet
-                answered = False
-        if not answered:
-            raise CheckFailed(f"not graded: Question {question[1:]} is not answered yet", status="skipped")
-
     def cell_error(self, question: str) -> str | None:
         """A sentence about the first failing cell of a question, if any."""
         for run in self.result.cells:
@@ -267,12 +236,7 @@ class Context:
 
     def missing_capture_message(self, question: str) -> str:
         cells = [r for r in self.result.cells if question in r.questions]
-        what = {
-            "Q2": "train_part2(three_layer_convnet, params, learning_rate) was never called",
-            "Q5": "train_part34(model, optimizer) was never called with a ThreeLayerConvNet model",
-            "Q6": "train_part34(model, optimizer) was never called with an nn.Sequential of convolutions",
-            "Q7": "no model was handed to training for Question 7 and best_model is not a model",
-        }.get(question, f"nothing was captured for {question}")
+        what = self.assignment.missing_capture.get(question, f"nothing was captured for {question}")
         if not cells:
             return what
         problem = self.cell_error(question)

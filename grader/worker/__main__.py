@@ -147,8 +147,6 @@ def runtime_paths() -> list[list[str]]:
     import site
     import sysconfig
 
-    import grader
-
     steps: list[list[str]] = []
     path = os.path.abspath(sys.executable)
     while os.path.islink(path):
@@ -175,7 +173,7 @@ def runtime_paths() -> list[list[str]]:
     steps += [["bind", p] for p in stdlib if not any(p.startswith(q + "/") for q in stdlib)]
     steps += [["empty", p] for p in sorted(sites) if os.path.isdir(p)]
     steps += [["bind", p] for p in sorted(_distribution_paths(STUDENT_DISTRIBUTIONS))]
-    steps.append(["bind", os.path.dirname(grader.__file__)])
+    steps.append(["bind", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))])  # grader/
     return steps
 
 
@@ -308,7 +306,8 @@ def main() -> None:
     try:
         # The grader's first message: isolate (hide paths and drop privileges), hide (paths
         # to cover), private (an empty folder: the new root when isolated, else the working
-        # folder's parent), gpu (expose the GPU devices), memory (address-space limit).
+        # folder's parent), gpu (expose the GPU devices), memory (address-space limit),
+        # homework (the module of the homework's worker side: capture rules and probes).
         if setup is None:
             raise ValueError("the set-up message could not be read")
         args = argparse.Namespace(**setup)
@@ -330,7 +329,7 @@ def main() -> None:
     except BaseException as exc:
         report_setup_failure(channel_in, channel_out, exc)
         raise SystemExit(3) from None
-    serve(channel_in, channel_out, workdir)
+    serve(channel_in, channel_out, workdir, homework=getattr(args, "homework", None))
 
 
 def read_setup(channel_in) -> dict:

@@ -1,13 +1,21 @@
 """The student's side of grading: a namespace in which the submission's cells run.
 
 Everything here executes inside the worker process, beside untrusted code. It holds no
-expected values and imports nothing from the grader but the wire format. Its jobs:
+expected values and imports nothing from the grader but the wire format, the data layer
+and the homework's worker-side module (named in the set-up message). Its jobs:
 
 - run each cell with a time limit and capped output, recording errors against the cell;
-- replace the homework's heavy calls (``train_part2``, ``train_part34``, the CIFAR-10
-  loaders) with recording versions, so grading captures what each question hands to
-  training instead of training it;
+- replace the heavy calls (the CIFAR-10 loaders here; the homework's training helpers,
+  by the homework's recording stand-ins) so that grading captures what each question
+  hands to training instead of training it;
 - keep the captured objects so that probes (``probes.py``) can examine them later.
+
+The homework's worker module provides ``TRAINING_HELPERS`` (names of the provided
+helpers to intercept), ``stand_ins(rt)`` (their recording versions, which call
+``rt.capture``), ``meaning(rt, kind, objects)`` (what a capture is),
+``cell_end(rt, question, fresh)`` (what a cell that trained nothing answered) and
+``captures_for(rt, question)`` (which captures answer a question); importing it
+registers the homework's own probes.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -34,12 +43,6 @@ from typing import Any
 import numpy as np
 import torch
 
-# Helpers of the homework that students receive as provided code. When a cell defines
-# one of these, the student's version is kept aside (probes test it) and the name is
-# rebound to a recording stand-in so later cells do not train anything.
-TRAINING_HELPERS = ("train_part2", "train_part34")
-# Names of the Q2 parameters, in the order ``params`` lists them.
-Q2_PARAM_NAMES = ("conv_w1", "conv_b1", "conv_w2", "conv_b2", "fc_w", "fc_b")
 # Cells may loop over the intercepted data loaders; a few batches show what they do.
 FAKE_BATCHES = 2
 
@@ -104,10 +107,10 @@ class Capture:
     """What a cell handed to training (or left defined when it ended).
 
     ``question`` is the cell's label (from metadata, markers or content: it depends on
-    the layout); ``meaning`` is what the handed objects are, whatever the layout:
-    "Q2" (three_layer_convnet's parameters), "Q5" (a ThreeLayerConvNet), "sequential"
-    (an nn.Sequential with convolutions), "example" (the notebook's own two-layer
-    demonstrations) or "other". ``attribute`` decides from both which one a question grades.
+    the layout); ``meaning`` is what the handed objects are, whatever the layout, as the
+    homework's ``meaning`` reads them ("example" for the notebook's own demonstrations,
+    which nothing grades). The homework's ``captures_for`` decides from both which one a
+    question grades.
     """
 
     question: str | None
@@ -326,7 +329,14 @@ NULL_MODULES = ("google", "google.colab", "google.colab.drive", "matplotlib", "m
 class Runtime:
     """The student's namespace, the intercepts, and what the cells handed to training."""
 
-    def __init__(self, *, seed: int = 0, output_cap: int = 20_000, gpu: bool = False):
+    def __init__(self, *, seed: int = 0, output_cap: int = 20_000, gpu: bool = False, homework: str | None = None):
+        if homework is None:  # the default homework's definition is plain data: cheap to read
+            from grader.assignment import default_assignment
+
+            homework = default_assignment().worker_module
+        if not homework.startswith("grader.assignments."):  # never the answer key or anything else
+            raise ValueError(f"{homework} is not a homework's worker module")
+        self.homework = importlib.import_module(homework)
         self.seed = seed
         self.output_cap = output_cap
         self.gpu = gpu  # whether retraining Question 7 may use a GPU
@@ -372,28 +382,11 @@ class Runtime:
             if not found or name.startswith("google.colab"):
                 sys.modules[name] = NullModule(name)
 
-        def recording_train_part2(model_fn, params, learning_rate, *args, **kwargs):
-            self._capture(
-                "train_part2",
-                {"model_fn": model_fn, "params": list(params), "learning_rate": learning_rate},
-            )
-            return {"iteration": [], "loss": [], "val_acc": []}
+        self.stand_ins = self.homework.stand_ins(self)
 
-        def recording_train_part34(model, optimizer, epochs=1, *args, **kwargs):
-            self._capture(
-                "train_part34",
-                {"model": model, "optimizer": optimizer, "epochs": epochs, "model_id": id(model)},
-                snapshot=True,
-            )
-            return {"iteration": [], "loss": [], "val_acc": []}
-
-        self.stand_ins = {
-            "train_part2": recording_train_part2,
-            "train_part34": recording_train_part34,
-        }
-
-    def _capture(self, kind: str, objects: dict, snapshot: bool = False) -> None:
-        meaning = self._meaning(kind, objects)
+    def capture(self, kind: str, objects: dict, snapshot: bool = False) -> None:
+        """Record what a cell handed to training (``kind``: the helper, or "cell_end")."""
+        meaning = self.homework.meaning(self, kind, objects)
         model_ref = None
         with contextlib.suppress(TypeError):
             model_ref = weakref.ref(objects["model"]) if isinstance(objects.get("model"), torch.nn.Module) else None
@@ -416,32 +409,8 @@ class Runtime:
             )
         )
 
-    def _meaning(self, kind: str, objects: dict) -> str | None:
-        """What the objects handed to training are, read from the objects themselves."""
-        if kind == "train_part2":
-            fn = objects.get("model_fn")
-            name = getattr(fn, "__name__", None)
-            if fn is self.ns.get("three_layer_convnet") or name == "three_layer_convnet":
-                return "Q2"
-            return "example" if name == "two_layer_fc" else None
-        model = objects.get("model")
-        if not isinstance(model, torch.nn.Module):
-            return None
-        cls = self.ns.get("ThreeLayerConvNet")
-        if (isinstance(cls, type) and isinstance(model, cls)) or type(model).__name__ == "ThreeLayerConvNet":
-            return "Q5"
-        layers = list(model.modules())
-        if isinstance(model, torch.nn.Sequential) and any(isinstance(m, torch.nn.Conv2d) for m in layers):
-            return "sequential"
-        if type(model).__name__ == "TwoLayerFC" or (
-            isinstance(model, torch.nn.Sequential)
-            and not any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in layers)
-        ):
-            return "example"
-        return "other"
-
     def _swap_helpers(self) -> None:
-        for name in TRAINING_HELPERS:
+        for name in self.homework.TRAINING_HELPERS:
             value = self.ns.get(name)
             if value is not None and value is not self.stand_ins[name]:
                 self.student_helpers[name] = value
@@ -511,61 +480,17 @@ class Runtime:
     def _capture_cell_end(self, question: str, before: dict[str, int]) -> None:
         """A question cell that never called a training helper: keep what it defined."""
         fresh = {k for k, v in self.ns.items() if before.get(k) != id(v)}
-        objects: dict[str, Any] = {}
-        if question == "Q2":
-            params = self.ns.get("params")
-            if not isinstance(params, (list, tuple)):
-                params = [self.ns.get(n) for n in Q2_PARAM_NAMES]
-            objects = {"params": list(params), "learning_rate": self.ns.get("learning_rate")}
-            if not fresh & {"params", "learning_rate", *Q2_PARAM_NAMES}:
-                return
-        elif question in ("Q5", "Q6", "Q7"):
-            if not fresh & {"model", "optimizer", "best_model"}:
-                return
-            model = self.ns.get("model")
-            if question == "Q7" and isinstance(self.ns.get("best_model"), torch.nn.Module):
-                model = self.ns["best_model"]
-            objects = {"model": model, "optimizer": self.ns.get("optimizer")}
-        else:
-            return
-        self._capture("cell_end", objects, snapshot=question != "Q2")
+        kept = self.homework.cell_end(self, question, fresh)
+        if kept is not None:
+            objects, snapshot = kept
+            self.capture("cell_end", objects, snapshot=snapshot)
 
     # -- what probes use ---------------------------------------------------------------
 
-    def _is_best_model(self, capture: Capture) -> bool:
-        best = self.ns.get("best_model")
-        return isinstance(best, torch.nn.Module) and capture.model_ref is not None and capture.model_ref() is best
-
     def captures_for(self, question: str) -> list[Capture]:
         """Every capture that answers ``question``, in the order recorded (the last one
-        counts), found by meaning first, whatever the layout: Q2 is the
-        ``train_part2(three_layer_convnet, ...)`` call; Q5 a ``train_part34`` call given a
-        ThreeLayerConvNet; Q6 one given an nn.Sequential of convolutions; Q7 the model
-        that ends up as ``best_model``, else the last model trained that is none of these.
-        Cell labels are the fallback (a Q5 answer with a class of another name, say), and
-        a model kept as ``best_model`` or trained in a Question 7 cell is never Q5 or Q6."""
-        trained = [c for c in self.captures if c.kind != "cell_end"]
-        labelled = [c for c in self.captures if c.question == question]
-        if question != "Q2":  # a cell that failed before building its model answered nothing
-            labelled = [c for c in labelled if isinstance(c.objects.get("model"), torch.nn.Module)]
-        if question == "Q7":
-            found = [c for c in trained if self._is_best_model(c)]
-            found = found or [c for c in labelled if c.kind != "cell_end"]
-            if not found and not isinstance(self.ns.get("best_model"), torch.nn.Module):
-                found = [c for c in trained if c.meaning == "other"][-1:]
-            return found or labelled
-        meaning = {"Q2": "Q2", "Q5": "Q5", "Q6": "sequential"}.get(question)
-        found = [
-            c
-            for c in trained
-            if meaning and c.meaning == meaning and c.cell_questions != ("Q7",) and not self._is_best_model(c)
-        ]
-        # A run of 5 epochs or more is the Question 7 challenge (with best_model unset, or
-        # not run at all), not the one-epoch runs Questions 5 and 6 ask for.
-        short = [c for c in found if not (isinstance(c.objects.get("epochs"), int) and c.objects["epochs"] >= 5)]
-        if short or found:
-            return short or found
-        return [c for c in labelled if c.meaning != "example" and not self._is_best_model(c)]
+        counts), by the homework's rules."""
+        return self.homework.captures_for(self, question)
 
     def capture_for(self, question: str) -> Capture | None:
         """The capture a question grades: the last one that answers it."""

@@ -8,15 +8,14 @@ from typing import BinaryIO
 import torch
 import torch._dynamo  # what every optimizer imports on first use (seconds): here, before init
 
-from . import (
-    challenge,  # noqa: F401 - registers the Question 7 probes
-    wire,
-)
+from . import wire
 from .probes import PROBES
 from .runtime import GraderTimeout, Runtime, error_info, time_limit
 
 
-def serve(channel_in: BinaryIO, channel_out: BinaryIO, workdir: str) -> None:
+def serve(channel_in: BinaryIO, channel_out: BinaryIO, workdir: str, homework: str | None = None) -> None:
+    """``homework``: the module of the homework's worker side (its capture rules and
+    probes), from the set-up message."""
     runtime: Runtime | None = None
     while True:
         try:
@@ -29,7 +28,12 @@ def serve(channel_in: BinaryIO, channel_out: BinaryIO, workdir: str) -> None:
             if op == "init":
                 torch.set_num_threads(int(args.get("threads", 1)))
                 write_files(workdir, args.get("files", {}))
-                runtime = Runtime(seed=int(args["seed"]), output_cap=int(args["output_cap"]), gpu=bool(args.get("gpu")))
+                runtime = Runtime(
+                    seed=int(args["seed"]),
+                    output_cap=int(args["output_cap"]),
+                    gpu=bool(args.get("gpu")),
+                    homework=homework,
+                )
                 reply = {"ok": True, "result": {"workdir": workdir}}
             elif runtime is None:
                 reply = {"ok": False, "error": {"type": "ProtocolError", "message": "init first"}}

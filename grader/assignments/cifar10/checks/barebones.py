@@ -17,6 +17,7 @@ from grader.details import TensorError, init_std, of, parity_figures, substituti
 from grader.replies import TensorInfo
 
 from . import spec
+from .answered import require_answer
 from .spec import variant_of
 from .verify import reported_parameters_are_captured
 
@@ -178,7 +179,7 @@ def gradient_parity(ctx: Context) -> Outcome:
 
 @check("Q1", "the provided flatten helper still flattens correctly", timeout=20)
 def flatten_helper(ctx: Context) -> Outcome:
-    ctx.require_answer("Q1")
+    require_answer(ctx, "Q1")
     gen = ctx.rng
     for shape in ((5, 3, 4, 4), (1, 7), (3, 2, 2, 2, 2)):
         x = torch.randn(shape, generator=gen)
@@ -277,7 +278,7 @@ def kaiming_init(ctx: Context) -> Outcome:
 
 @check("Q2", "learning rate is {q2_lr}", timeout=30)
 def learning_rate(ctx: Context) -> Outcome:
-    ctx.require_answer("Q2")
+    require_answer(ctx, "Q2")
     lr = ctx.capture("Q2").get("learning_rate")
     if lr is None:
         return Outcome(False, "no numeric learning rate was passed to train_part2")
@@ -392,7 +393,7 @@ def _dtype_crash(params: Sequence[Mapping[str, Any]], dtype: torch.dtype, exc: E
 
 @check("Q2", "the provided train_part2 helper updates and zeroes gradients correctly", timeout=60)
 def train_part2_helper(ctx: Context) -> Outcome:
-    ctx.require_answer("Q2")
+    require_answer(ctx, "Q2")
     gen = ctx.rng
     batches = [
         {"x": torch.randn(4, 3, 2, 2, generator=gen), "y": torch.randint(0, 3, (4,), generator=gen)} for _ in range(3)

@@ -31,6 +31,7 @@ from grader.replies import CaptureReply, ConstructReply
 from grader.sandbox import StudentError
 
 from . import spec
+from .answered import require_answer
 from .spec import variant_of
 from .verify import answer_key_present, described_layers_are_built, reported_weights_drive_outputs
 
@@ -666,7 +667,7 @@ def train_part34_helper(ctx: Context) -> Outcome:
     """Runs the student's train_part34 on a probe model whose output depends on train /
     eval mode, and compares the resulting weights with the correct loop and with the
     two classic mistakes, to name the one made."""
-    ctx.require_answer("Q5")
+    require_answer(ctx, "Q5")
     gen = ctx.rng
     batches = [
         {"x": torch.randn(4, 3, 2, 2, generator=gen), "y": torch.randint(0, 3, (4,), generator=gen)} for _ in range(3)

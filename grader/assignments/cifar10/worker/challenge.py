@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import runtime
-from .probes import describe_module, probe
-from .runtime import Runtime
+from grader.worker import runtime
+from grader.worker.probes import describe_module, probe
+from grader.worker.runtime import Runtime
 
 # Prefixes that wrappers add to state_dict keys (DataParallel, torch.compile).
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
