@@ -59,6 +59,7 @@ QUESTIONS = ASSIGNMENT.questions
 # The open-ended challenge question (Question 7), whose answers differ the most.
 CHALLENGE = ASSIGNMENT.challenge
 SPOKEN_CHALLENGE = ASSIGNMENT.spoken(CHALLENGE) if CHALLENGE else "challenge"
+CHALLENGES = (CHALLENGE,) if CHALLENGE else ()  # what copied checkpoints point at
 # Each question's weight in a pair's score (the homework's similarity_weights): the
 # open-ended Question 7 as much as all the short answers together (which the task
 # constrains, so honest answers converge).
@@ -800,15 +801,15 @@ class _Scorer:
             evidence.append("numerically identical checkpoints")
         if evidence:
             score = max(score, CHECKPOINT_SCORE)
-            questions.add(CHALLENGE)
+            questions.update(CHALLENGES)
         if a.q7_answer and a.q7_answer == b.q7_answer and self.answers[a.q7_answer] + archive <= 2:
             score += SAME_ANSWER_BONUS
             evidence.append(f"the same {SPOKEN_CHALLENGE} answer and hyperparameters once normalised")
-            questions.add(CHALLENGE)
+            questions.update(CHALLENGES)
         if a.q7_model and a.q7_model == b.q7_model and self.models[a.q7_model] + archive <= 2:
             score += Q7_MODEL_BONUS
             evidence.append(f"the same unusual {SPOKEN_CHALLENGE} model")
-            questions.add(CHALLENGE)
+            questions.update(CHALLENGES)
         rare = [line for line in a.outputs if line in b.outputs and self.outputs[line] + archive <= 2][:3]
         if rare:
             score += OUTPUT_BONUS * len(rare)
