@@ -9,7 +9,7 @@ example. ``grade assign`` writes both forms (notebook and module); ``grade assig
 --check`` fails if the committed files differ from what the sources generate.
 
 The specification's values (channels, learning rates, Question 6's momentum, Question 7's
-threshold and epoch limit) come from a ``Variant`` (``assignments/cifar10/checks/spec.py``):
+threshold and epoch limit) come from a ``Variant`` (the homework's ``variants_module``):
 the template's text and cells are rendered with them, the answers read them from the
 cells' variables, and ``grade assign --variant FILE --out DIR`` writes a variant's
 template, answer key example, rubric and variant file into DIR.
@@ -22,12 +22,17 @@ import json
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from .assignment import default_assignment
-from .assignments.cifar10.checks.spec import DEFAULT, Variant, variant_rubric_text, variant_toml
 from .rubric import DEFAULT_RUBRIC
+
+# The specification's values and their variants, as the homework defines them.
+_variants = default_assignment().variants()
+DEFAULT = _variants.DEFAULT
+variant_rubric_text, variant_toml = _variants.variant_rubric_text, _variants.variant_toml
 
 ASSIGNMENT = "cifar10-pytorch"
 TEMPLATE_VERSION = "1.0"
@@ -123,7 +128,7 @@ class Sources:
         return [line for i, body in enumerate(bodies) for line in ([""] if i else []) + body]
 
 
-def render_script(*, filled: bool, root: Path | None = None, variant: Variant = DEFAULT) -> str:
+def render_script(*, filled: bool, root: Path | None = None, variant: Any = DEFAULT) -> str:
     """The assignment as a percent-format Python script, with ``variant``'s values."""
     root = root or _project_root()
     sources = Sources(root)
@@ -145,7 +150,7 @@ def render_script(*, filled: bool, root: Path | None = None, variant: Variant = 
 _CELL = re.compile(r"^# %%(?P<rest>.*)$")
 
 
-def script_to_notebook(script: str, variant: Variant = DEFAULT):
+def script_to_notebook(script: str, variant: Any = DEFAULT):
     """Turn a percent-format script into an nbformat v4 notebook (its metadata names what a
     variant changes)."""
     import nbformat
@@ -188,7 +193,7 @@ def script_to_notebook(script: str, variant: Variant = DEFAULT):
     return nb
 
 
-def generated_files(root: Path | None = None, variant: Variant | None = None) -> dict[Path, str]:
+def generated_files(root: Path | None = None, variant: Any = None) -> dict[Path, str]:
     """Every file ``grade assign`` writes, by path relative to where it writes. Without a
     variant: the project's own template and examples. With one: the variant's template,
     answer key example (the filled template), rubric and the variant file itself."""
@@ -216,7 +221,7 @@ def generated_files(root: Path | None = None, variant: Variant | None = None) ->
 
 
 def assign(
-    *, root: Path | None = None, check: bool = False, variant: Variant | None = None, out: Path | None = None
+    *, root: Path | None = None, check: bool = False, variant: Any = None, out: Path | None = None
 ) -> list[Path]:
     """Write the generated files under ``out`` (default: the project root), or, with
     ``check``, only report those that differ. Returns the paths that changed or would change."""

@@ -45,6 +45,10 @@ class Assignment:
     # How much each question's code counts when comparing two submissions (default 1).
     similarity_weights: Mapping[str, float] = field(default_factory=dict)
     own_budget_probes: frozenset[str] = frozenset()  # probes timed against the retraining budget
+    # Trusted side: the specification's values and instructor variants of them (``DEFAULT``,
+    # ``Variant``, ``VariantError``, ``load_variant``, ``rubric_for_variant``,
+    # ``variant_rubric_text``, ``variant_toml``, ``EXAMPLE``: see ``grade assign --variant``).
+    variants_module: str | None = None
     rubric_file: str = "rubric.toml"
     template_file: str = "template.py.j2"
 
@@ -67,6 +71,12 @@ class Assignment:
         """Import the modules that declare the checks (they register themselves)."""
         for name in self.check_modules:
             importlib.import_module(name)
+
+    def variants(self) -> Any:
+        """The module of the homework's specification values and variants."""
+        if self.variants_module is None:
+            raise LookupError(f"the {self.name} homework has no variants")
+        return importlib.import_module(self.variants_module)
 
     def answer_key_module(self) -> ModuleType:
         return importlib.import_module(self.answer_key)

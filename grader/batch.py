@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .assignment import default_assignment
 from .render import write_results_json
 from .results import SubmissionResult
 from .rubric import Rubric, load_rubric
@@ -278,7 +279,7 @@ def grade_batch(
     none is available the batch is refused unless ``unsafe_no_sandbox`` (then it runs
     as the grader's own user). ``variant`` (a file, see ``grade assign --variant``) grades
     against a variant of the homework's specification values."""
-    from .assignments.cifar10.checks.spec import VariantError, load_variant, rubric_for_variant
+    variants = default_assignment().variants()
     from .course import CourseError, apply_policies, load_course
     from .data import DataError, load_cifar10
     from .intake import IntakeError, gather, normal
@@ -296,13 +297,13 @@ def grade_batch(
     if not submissions.exists():
         raise BatchError(f"{submissions} does not exist")
     try:
-        varied = load_variant(variant) if variant is not None else None
+        varied = variants.load_variant(variant) if variant is not None else None
         loaded = load_rubric(rubric)
         if varied is not None:
-            loaded = rubric_for_variant(loaded, varied, explicit=rubric is not None)
+            loaded = variants.rubric_for_variant(loaded, varied, explicit=rubric is not None)
         adjust: dict[str, Any] = {"overrides": load_overrides(overrides, rubric=loaded), "course": load_course(course)}
         intake = gather(submissions, workdir=out / ".intake")
-    except (RubricError, OverridesError, CourseError, IntakeError, VariantError) as exc:
+    except (RubricError, OverridesError, CourseError, IntakeError, variants.VariantError) as exc:
         raise BatchError(str(exc)) from None
     entries = intake.entries
     for name, why in intake.skipped:

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .assignment import default_assignment
 from .version import __version__
 
 EPILOG = """\
@@ -61,7 +62,6 @@ passed, 1 otherwise.
 
 
 def _grading_parser() -> argparse.ArgumentParser:
-    from .assignment import default_assignment
 
     questions = default_assignment().questions
     p = argparse.ArgumentParser(
@@ -168,7 +168,7 @@ def _grading_parser() -> argparse.ArgumentParser:
 def _assign_parser() -> argparse.ArgumentParser:
     import textwrap
 
-    from .assignments.cifar10.checks.spec import EXAMPLE
+    variants = default_assignment().variants()
 
     p = argparse.ArgumentParser(
         prog="grade assign",
@@ -176,7 +176,7 @@ def _assign_parser() -> argparse.ArgumentParser:
         "with --variant, a variant of the homework instead.",
         epilog="a variant file (TOML) overrides some of the specification's values; the rest keep the\n"
         "standard homework's:\n\n"
-        + textwrap.indent(EXAMPLE, "  ")
+        + textwrap.indent(variants.EXAMPLE, "  ")
         + "\ngrade assign --variant FILE --out DIR writes into DIR: student_template/ (notebook and\n"
         "module), examples/filled_template/ (the answer key's filled notebook), rubric.toml (with\n"
         "the challenge's threshold) and variant.toml (every value). Grade with\n"
@@ -431,7 +431,6 @@ def _cluster(text: str) -> str:
 def _questions(text: str | None) -> list[str] | None:
     if not text:
         return None
-    from .assignment import default_assignment
 
     questions = default_assignment().questions
     wanted = [q.strip().upper() for q in text.split(",") if q.strip()]
@@ -443,14 +442,15 @@ def _questions(text: str | None) -> list[str] | None:
 
 def _assign(args: argparse.Namespace) -> int:
     from .assign import assign
-    from .assignments.cifar10.checks.spec import VariantError, load_variant
+
+    variants = default_assignment().variants()
 
     if args.variant and not args.out:
         print("grade assign: --variant needs --out DIR (the project's own template stays standard)", file=sys.stderr)
         return 2
     try:
-        variant = load_variant(args.variant) if args.variant else None
-    except VariantError as exc:
+        variant = variants.load_variant(args.variant) if args.variant else None
+    except variants.VariantError as exc:
         print(f"grade assign: {exc}", file=sys.stderr)
         return 2
     changed = assign(check=args.check, variant=variant, out=args.out)
@@ -473,7 +473,7 @@ def _gradescope(args: argparse.Namespace) -> int:
     if args.action == "prepare":
         gradescope.prepare(source=args.source)
         return 0
-    from .assignments.cifar10.checks.spec import VariantError
+    variants = default_assignment().variants()
     from .rubric import RubricError
 
     index = {None: gradescope.CPU_TORCH_INDEX, "pypi": None}.get(args.torch_index, args.torch_index)
@@ -487,7 +487,7 @@ def _gradescope(args: argparse.Namespace) -> int:
             train_budget=args.train_budget,
             variant=args.variant,
         )
-    except (RubricError, VariantError, ValueError, OSError) as exc:
+    except (RubricError, variants.VariantError, ValueError, OSError) as exc:
         print(f"grade gradescope build: {exc}", file=sys.stderr)
         return 2
     size = out.stat().st_size / 1e6

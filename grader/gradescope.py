@@ -31,6 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from .assignment import default_assignment
 from .render import gradescope
 from .version import __version__
 
@@ -123,17 +124,17 @@ def build_autograder(
     default; None: PyPI's own, CUDA builds). ``variant`` (a file, see ``grade assign
     --variant``) grades a variant of the homework. The rubric is checked before anything is written.
     """
-    from .assignments.cifar10.checks.spec import load_variant, rubric_for_variant, variant_rubric_text, variant_toml
+    variants = default_assignment().variants()
     from .rubric import DEFAULT_RUBRIC, load_rubric
 
     rubric_path = Path(rubric) if rubric else DEFAULT_RUBRIC
     loaded = load_rubric(rubric_path)  # RubricError: a rubric that does not match the checks is refused now
     rubric_text = rubric_path.read_bytes()
-    varied = load_variant(variant) if variant is not None else None  # VariantError: refused now too
+    varied = variants.load_variant(variant) if variant is not None else None  # VariantError: refused now too
     if varied is not None:
-        rubric_for_variant(loaded, varied, explicit=rubric is not None)
+        variants.rubric_for_variant(loaded, varied, explicit=rubric is not None)
         if rubric is None:
-            rubric_text = variant_rubric_text(rubric_text.decode(), varied).encode()
+            rubric_text = variants.variant_rubric_text(rubric_text.decode(), varied).encode()
     if data is None and not download:
         raise ValueError("give the dataset (--data PATH) or let setup.sh download it (--download)")
     if data is not None and not Path(data).exists():
@@ -157,7 +158,7 @@ def build_autograder(
             _add(zf, "run_autograder", run.encode(), executable=True)
             _add(zf, "rubric.toml", rubric_text)
             if varied is not None:
-                _add(zf, "variant.toml", variant_toml(varied).encode())
+                _add(zf, "variant.toml", variants.variant_toml(varied).encode())
             wheel_name, wheel = build_wheel()
             _add(zf, f"wheels/{wheel_name}", wheel)
             if data is not None:
@@ -286,7 +287,7 @@ def run_autograder(*, root: Path) -> dict[str, Any]:
 def _grade(root: Path) -> dict[str, Any]:
     import torch
 
-    from .assignments.cifar10.checks.spec import load_variant
+    variants = default_assignment().variants()
     from .batch import private_paths
     from .engine import grade_submission
     from .rubric import load_rubric
@@ -295,7 +296,7 @@ def _grade(root: Path) -> dict[str, Any]:
     source = root / "source"
     config = _config(source)
     rubric = load_rubric(source / "rubric.toml")
-    variant = load_variant(source / "variant.toml") if (source / "variant.toml").exists() else None
+    variant = variants.load_variant(source / "variant.toml") if (source / "variant.toml").exists() else None
     metadata = read_metadata(root / "submission_metadata.json")
     folder = submission_folder(root / "submission")
     loader = functools.partial(_load_data, source, config)
@@ -335,12 +336,12 @@ def _crash_doc(root: Path, duration: float) -> dict[str, Any]:
     rubric can be read, the plain message either way."""
     tests: list[dict[str, Any]] = []
     try:
-        from .assignments.cifar10.checks.spec import load_variant
+        variants = default_assignment().variants()
         from .batch import crashed_result
         from .rubric import load_rubric
 
         source = root / "source"
-        variant = load_variant(source / "variant.toml") if (source / "variant.toml").exists() else None
+        variant = variants.load_variant(source / "variant.toml") if (source / "variant.toml").exists() else None
         result = crashed_result(
             root / "submission", CRASH_MESSAGE, load_rubric(source / "rubric.toml"), variant=variant
         )

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from .assignment import default_assignment
 from .results import SubmissionResult, cell_labels, question_ranges
 from .rubric import Rubric, load_rubric
 
@@ -174,16 +175,16 @@ def self_check(
     public check passed, 1 otherwise. Question 7 is measured from the checkpoint beside
     the notebook; without one it is retrained only with ``retrain=True`` (minutes).
     ``variant`` (a file) checks against a variant of the homework (``grade assign --variant``)."""
-    from .assignments.cifar10.checks.spec import load_variant, rubric_for_variant
+    variants = default_assignment().variants()
     from .engine import grade_submission
     from .submission import InvalidSubmission
 
     stream = stream or sys.stdout
     loaded = load_rubric(rubric)
     try:
-        varied = load_variant(variant) if variant is not None else None
+        varied = variants.load_variant(variant) if variant is not None else None
         if varied is not None:
-            loaded = rubric_for_variant(loaded, varied, explicit=rubric is not None)
+            loaded = variants.rubric_for_variant(loaded, varied, explicit=rubric is not None)
         loader = _data_loader(data, cache_dir)
     except Exception as exc:
         print(f"self-check: {exc}", file=stream)

@@ -1,6 +1,6 @@
 """View models of the HTML reports: plain data (strings, numbers, lists, dicts) computed
 from the results model, so that the templates only draw. The same reading of a check's
-details serves the Gradescope output (results.check_markdown)."""
+details serves the Gradescope output (render.check_markdown)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ import json
 from test_report import check, sample_result
 
 from grader import details as d
+from grader.render import check_markdown
 from grader.report import render_submission
-from grader.results import SubmissionResult, check_markdown
+from grader.results import SubmissionResult
 from grader.views import PART_BLOCKS, detail_blocks
 
 ROWS: list[d.LayerRow] = [

@@ -201,3 +201,17 @@ def test_importing_the_worker_side_loads_neither_checks_nor_answer_key():
     checks = f"grader.assignments.{assignment.name}.checks"
     loaded = [m for m in out if m.startswith((checks, assignment.answer_key, "grader.checks", "grader.engine"))]
     assert not loaded
+
+
+def test_the_core_imports_no_homework():
+    """The core reaches a homework only through its definition (``Assignment``: module
+    names it imports by name), never by importing the homework's package itself."""
+    graph = import_graph()
+    found = [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if not module.startswith("grader.assignments")
+        for target in targets
+        if target.startswith("grader.assignments.")
+    ]
+    assert not found, "\n".join(found)

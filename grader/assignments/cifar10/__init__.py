@@ -24,6 +24,7 @@ ASSIGNMENT = Assignment(
     answer_key="reference_solution",
     worker_module=f"{__name__}.worker",
     classifier_module=f"{__name__}.cells",
+    variants_module=f"{__name__}.checks.spec",
     missing_capture={
         "Q2": "train_part2(three_layer_convnet, params, learning_rate) was never called",
         "Q5": "train_part34(model, optimizer) was never called with a ThreeLayerConvNet model",
