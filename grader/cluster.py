@@ -139,8 +139,8 @@ def _concurrent(task) -> futures.Future:
 
 
 def gpu_for_retraining(path: str, options: Any = None, *_: Any) -> dict | None:
-    """``{"GPU": 1}`` for a submission whose Question 7 model is retrained: Q7 is graded
-    and no checkpoint came with it."""
+    """``{"GPU": 1}`` for a submission whose challenge model is retrained: the challenge
+    question is graded and no checkpoint came with it."""
     from .assignment import default_assignment
     from .checkpoint import pick_checkpoint
     from .submission import InvalidSubmission, load_submission

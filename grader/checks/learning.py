@@ -2,8 +2,8 @@
 
 Conformance checks can all pass while a model cannot learn (a real case: weights
 overwritten with Kaiming std computed from the wrong axis of an nn.Linear weight left
-the model at chance). So Q2, Q5 and Q6 also train briefly from the student's starting
-point and must lower the held-out loss and beat chance. The held-out labels never leave
+the model at chance). So a homework's questions that train a model also train briefly
+from the student's starting point and must lower the held-out loss and beat chance. The held-out labels never leave
 the grader: a worker-side run returns logits, and the loss and accuracy are computed here.
 """
 
@@ -131,8 +131,8 @@ def notebook_dtype(capture: Mapping[str, Any]) -> torch.dtype:
 
 
 def manual_sgd_run(ctx, model_fn, params: list[torch.Tensor], lr: float, *, dtype=torch.float32) -> LearnRun:
-    """Q2's training rule (w -= lr * grad) with the reference forward pass, on batches
-    cast to ``dtype`` as train_part2 casts them and with the parameters' own dtypes, so
+    """Plain gradient descent (w -= lr * grad) with the reference forward pass, on batches
+    cast to ``dtype`` as the notebook's own training function casts them and with the parameters' own dtypes, so
     that a dtype mismatch fails here as it fails in the notebook."""
     x, y, ex, ey = learning_data(ctx)
     x, ex = x.to(dtype), ex.to(dtype)
