@@ -284,9 +284,7 @@ def _run_check(spec: CheckSpec, ctx: Context) -> tuple[Outcome, str]:
 def default_variant() -> Any:
     """The standard homework's specification values (channels, learning rates, the Question 7
     threshold and epoch limit): what checks grade against unless a variant is given."""
-    variants = default_assignment().variants()
-
-    return variants.DEFAULT
+    return default_assignment().variants().DEFAULT
 
 
 def check_title(spec: CheckSpec, variant: Any = None) -> str:

@@ -87,6 +87,14 @@ class HtmlReports:
 # -- the class files ---------------------------------------------------------------------------
 
 
+def _text_file(out: Path, name: str, text: str) -> list[Path]:
+    """Write one class file under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(text, encoding="utf-8")
+    return [path]
+
+
 class GradebookCsv:
     """gradebook.csv: one row per submission, per-question scores and what needs a look."""
 
@@ -96,10 +104,7 @@ class GradebookCsv:
     def write(self, batch: Batch, out: Path) -> list[Path]:
         from .render import gradebook_csv
 
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / self.name
-        path.write_text(gradebook_csv(batch.results, batch.similar()))
-        return [path]
+        return _text_file(out, self.name, gradebook_csv(batch.results, batch.similar()))
 
 
 class SummaryJson:
@@ -113,10 +118,7 @@ class SummaryJson:
 
         from .results import summary
 
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / self.name
-        path.write_text(json.dumps(summary(batch.results), indent=2) + "\n")
-        return [path]
+        return _text_file(out, self.name, json.dumps(summary(batch.results), indent=2) + "\n")
 
 
 class ClassPage:
@@ -154,10 +156,7 @@ class LmsGradebook:
     def write(self, batch: Batch, out: Path) -> list[Path]:
         from .course import load_course
 
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / self.name
-        path.write_text(self.render(batch.results, batch.course or load_course(None)), encoding="utf-8")
-        return [path]
+        return _text_file(out, self.name, self.render(batch.results, batch.course or load_course(None)))
 
 
 # -- the registry ------------------------------------------------------------------------------
