@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .bounds import MESSAGE_CHARS, bounded_reply
+from .forkserver import ForkedProcess, ForkServer, ForkServerError
 from .worker import wire
 
 _UNSHARE = [
@@ -192,7 +193,7 @@ def close_to_others(paths: list[str]) -> None:
                 os.chmod(path, mode & 0o7700, follow_symlinks=False)
 
 
-def _scrubbed_env(threads: int, gpu: bool = False) -> dict[str, str]:
+def scrubbed_env(threads: int, gpu: bool = False) -> dict[str, str]:
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -243,10 +244,15 @@ class Worker:
         self.isolated = namespaces_available() if isolate is None else isolate
         self.bwrap = self.isolated and bwrap_usable()
         self.dropped = False  # root without namespaces: the worker switches to an unprivileged uid
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | ForkedProcess | None = None
         self.private: Path | None = None
         self.requests = 0
         self.gpu = gpu_present() if limits.gpu is None else limits.gpu
+        # A sandboxed CPU worker may be forked from a fork server (see forkserver.py), set
+        # here by whoever keeps one; without one, or if it fails, the worker starts on its own.
+        self.forkable = self.isolated and not self.gpu
+        self.forkserver: ForkServer | None = None
+        self.forked = False
 
     def start(self, *, seed: int, files: dict[str, bytes] | None = None, timeout: float = 60.0) -> None:
         self.launch(timeout=timeout)
@@ -255,6 +261,12 @@ class Worker:
     def launch(self, *, timeout: float = 60.0) -> None:
         """Start the process and build its sandbox; it then imports torch and waits for
         ``init`` (a warm worker: see warm.py). Nothing of a submission is in it yet."""
+        if self.forkserver is not None and self.forkable:
+            try:
+                self._fork(timeout=timeout)
+                return
+            except ForkServerError:
+                self.forkserver = None  # start on its own instead
         package_parent = str(Path(__file__).resolve().parent.parent)
         # -I: ignore PYTHON* variables and the user's site-packages; the package's own
         # location is put on sys.path explicitly.
@@ -284,7 +296,7 @@ class Worker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                env=_scrubbed_env(self.limits.threads, self.gpu),
+                env=scrubbed_env(self.limits.threads, self.gpu),
                 cwd=self.private_root,
                 start_new_session=True,
                 pass_fds=[self._bwrap_args] if self.bwrap else [],
@@ -321,6 +333,34 @@ class Worker:
         except (OSError, WorkerError) as exc:
             self.kill()
             raise WorkerError(f"the worker could not start: {exc}") from None
+
+    def _fork(self, *, timeout: float) -> None:
+        """Fork the worker from the fork server: the namespaces and filesystem of the
+        ``unshare`` sandbox, built by the forked process itself (see worker/forkserver.py)."""
+        assert self.forkserver is not None
+        self.private_root.mkdir(parents=True, exist_ok=True)
+        self.private = Path(tempfile.mkdtemp(prefix="worker-", dir=self.private_root))
+        root = os.geteuid() == 0
+        setup = {
+            "isolate": True,
+            "bwrap": False,
+            "hide": self.hide,
+            "private": str(self.private),
+            "gpu": False,
+            "memory": self.limits.memory_bytes,
+            "scratch": self.limits.scratch_bytes,
+            "uid": WORKER_UID if root else None,
+            "steps": worker_paths(),
+            "homework": self.homework,
+        }
+        host_uid = HOST_UID_BASE + secrets.randbelow(1 << 16) if root else None
+        try:
+            self.proc = self.forkserver.fork(setup=setup, host_uid=host_uid, timeout=timeout)
+        except ForkServerError:
+            shutil.rmtree(self.private, ignore_errors=True)
+            self.private = None
+            raise
+        self.forked = True
 
     def init(self, *, seed: int, files: dict[str, bytes] | None = None, timeout: float = 60.0) -> None:
         """Hand the launched worker its submission's seed and files (once: a worker
@@ -406,6 +446,12 @@ class Worker:
                 "scrubbed environment (--unsafe-no-sandbox, or a machine without namespaces)"
             )
         who = "an unprivileged uid" if os.geteuid() == 0 else "the grader's own unprivileged user"
+        if self.forked:
+            return (
+                "Linux namespaces (forked from a fork server that had imported torch): its own user, mount, "
+                "network, PID, IPC and UTS namespaces, no network, a read-only filesystem of its own, "
+                f"no capabilities, running as {who}"
+            )
         return (
             "Linux namespaces (unshare): no network, a read-only filesystem of its own, no capabilities, "
             f"running as {who}"
@@ -523,7 +569,9 @@ class Worker:
         """Stop the worker and everything it started; return its exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
+        if isinstance(self.proc, ForkedProcess):
+            self.proc.kill()  # through pidfds: the worker, PID 1 of its namespace, and its keeper
+        elif self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

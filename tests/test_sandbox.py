@@ -32,10 +32,11 @@ from grader.sandbox import (
     Worker,
     WorkerError,
     WorkerTimeout,
-    _scrubbed_env,
     bwrap_usable,
     namespaces_available,
+    scrubbed_env,
 )
+from grader.warm import WarmWorkers
 
 REFERENCE_DIR = Path(reference_solution.__file__).resolve().parent
 OUTPUT_CHARS = 2_000
@@ -101,26 +102,39 @@ def private_root(tmp_path_factory):
     return tmp_path_factory.mktemp("workers")
 
 
-@pytest.fixture(scope="module", params=["bwrap", "unshare"])
+@pytest.fixture(scope="module", params=["bwrap", "unshare", "forked"])
 def worker(request, private_root, secret_dir):
     """One worker for the tests that leave it usable, started with a canary variable in
     the grader's environment and the answer key and a private folder hidden; in
-    bubblewrap where it is usable, and in the fallback (GRADER_SANDBOX=unshare)."""
+    bubblewrap where it is usable, in the fallback (GRADER_SANDBOX=unshare), and forked
+    from a fork server as batches take them (warm.py)."""
+    warm = None
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(LEAK_NAME, LEAK_VALUE)
-        mp.setenv("GRADER_SANDBOX", request.param)
+        mp.setenv("GRADER_SANDBOX", "unshare" if request.param == "forked" else request.param)
         if request.param == "bwrap" and not (namespaces_available() and bwrap_usable()):
             pytest.skip("bubblewrap is not installed, or cannot run as an unprivileged user here")
-        w = new_worker(private_root, hide=[REFERENCE_DIR, secret_dir])
-    assert w.bwrap == (request.param == "bwrap")
+        if request.param == "forked":
+            if not namespaces_available():
+                pytest.skip("workers are forked only into namespaces, which this machine does not allow")
+            warm = WarmWorkers()
+            w = warm.take(hide=[REFERENCE_DIR, secret_dir], limits=LIMITS, isolate=None)
+            w.init(seed=0)
+        else:
+            w = new_worker(private_root, hide=[REFERENCE_DIR, secret_dir])
+    assert w.bwrap == (request.param == "bwrap") and w.forked == (request.param == "forked")
     yield w
     w.close()
+    if warm is not None:
+        warm.close()
 
 
 def test_each_report_names_the_sandbox_in_use(worker):
     note = worker.sandbox()
     if worker.bwrap:
         assert note.startswith("bubblewrap (bwrap)")
+    elif worker.forked:
+        assert note.startswith("Linux namespaces (forked from a fork server")
     elif worker.isolated:
         assert note.startswith("Linux namespaces (unshare)")
     assert "bubblewrap" not in note or worker.bwrap
@@ -726,12 +740,12 @@ def test_environment_is_scrubbed(worker, private_root):
     )
     assert LEAK_NAME not in env
     assert LEAK_VALUE not in json.dumps(env)
-    allowed = set(_scrubbed_env(LIMITS.threads)) | {"HOME", "TMPDIR"}
+    allowed = set(scrubbed_env(LIMITS.threads)) | {"HOME", "TMPDIR"}
     for key, value in env.items():
         if key not in allowed:  # set inside the worker (by torch, say), never inherited
             assert os.environ.get(key) != value, key
-    for key in _scrubbed_env(LIMITS.threads):
-        assert env[key] == _scrubbed_env(LIMITS.threads)[key]
+    for key in scrubbed_env(LIMITS.threads):
+        assert env[key] == scrubbed_env(LIMITS.threads)[key]
     assert env["HOME"] == env["TMPDIR"] == workdir
     assert tmp == workdir
     # Isolated, the worker's /tmp is its own tmpfs; otherwise its folder under the private root.
@@ -765,7 +779,7 @@ def test_files_written_by_a_cell_stay_in_the_private_working_folder(worker, priv
     if worker.isolated:
         # The working folders live on a tmpfs that only this worker sees: from outside,
         # the folder that became its root is empty.
-        assert all(not any(p.iterdir()) for p in private_root.iterdir())
+        assert all(not any(p.iterdir()) for p in Path(worker.private).parent.glob("worker-*"))
     else:
         assert (Path(workdir) / "written_by_cell.txt").read_text() == "student output"
     # The next cell finds its files where it left them.
@@ -860,7 +874,7 @@ def _command_of(tmp_path, monkeypatch, isolate):
 )
 def test_worker_is_given_its_private_root_and_a_scrubbed_environment(tmp_path, monkeypatch, isolate):
     root, seen = _command_of(tmp_path, monkeypatch, isolate)
-    assert LEAK_NAME not in seen["env"] and seen["env"] == _scrubbed_env(LIMITS.threads)
+    assert LEAK_NAME not in seen["env"] and seen["env"] == scrubbed_env(LIMITS.threads)
     assert seen["start_new_session"] is True and seen["cwd"] == root
     cmd = seen["cmd"]
     assert (cmd[0] in ("unshare", "bwrap")) == isolate

@@ -294,15 +294,25 @@ def main() -> None:
         setup = _setup()
     except Exception:
         setup = None
-    # The protocol keeps stdin/stdout; student prints go to capture buffers, and anything
-    # written straight to file descriptors 1 and 2 goes nowhere.
+    run(setup, *take_channel())
+
+
+def take_channel():
+    """The protocol's ends (stdin and stdout), taken out of reach of print: student prints
+    go to capture buffers, and anything written straight to file descriptors 1 and 2 goes
+    nowhere."""
     channel_in = os.fdopen(os.dup(0), "rb", buffering=0)
     channel_out = os.fdopen(os.dup(1), "wb", buffering=0)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    return channel_in, channel_out
 
+
+def run(setup: dict | None, channel_in, channel_out) -> None:
+    """Enter the sandbox the set-up describes, then serve requests until the channel closes
+    (a worker started on its own, or one forked by forkserver.py)."""
     try:
         # The grader's first message: isolate (hide paths and drop privileges), hide (paths
         # to cover), private (an empty folder: the new root when isolated, else the working
@@ -324,7 +334,9 @@ def main() -> None:
         workdir = tempfile.mkdtemp(prefix="submission-", dir="/tmp" if args.isolate else args.private)
         os.chdir(workdir)
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-        # Imported only now, after the private paths are hidden.
+        tempfile.tempdir = workdir  # a fork server cached its own when it imported torch
+        # Imported only now, after the private paths are hidden (a forked worker has them
+        # already: its fork server loaded them from exposed paths only).
         from .serve import serve
     except BaseException as exc:
         report_setup_failure(channel_in, channel_out, exc)
