@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from .course import Course, apply_policies, load_course
@@ -52,90 +53,96 @@ def feedback(result: SubmissionResult) -> str:
     return "; ".join(parts)
 
 
-def canvas_csv(results: list[SubmissionResult], course: Course) -> str:
+# A gradebook is a list of columns: each a header and how to fill it for one result.
+Column = tuple[str, Callable[[SubmissionResult, Course], str]]
+
+
+def _student(key: str) -> Callable[[SubmissionResult, Course], str]:
+    return lambda r, course: "" if r.student.get(key) is None else str(r.student[key])
+
+
+def _name(r: SubmissionResult, course: Course) -> str:
+    return r.student.get("name") or r.name
+
+
+def _score(r: SubmissionResult, course: Course) -> str:
+    return f"{scaled(r, course):g}"
+
+
+def _maximum(r: SubmissionResult, course: Course) -> str:
+    return f"{course.points if course.points is not None else r.max_score:g}"
+
+
+def _lateness(r: SubmissionResult, course: Course) -> str:
+    days = r.student.get("days_late")
+    return f"{24 * days}:00:00" if isinstance(days, int) and days else ("0:00:00" if days == 0 else "")
+
+
+def _fixed(text: str) -> Callable[[SubmissionResult, Course], str]:
+    return lambda r, course: text
+
+
+MOODLE: list[Column] = [
+    ("Identifier", lambda r, c: f"Participant {r.student['student_id']}" if r.student.get("student_id") else ""),
+    ("Full name", _name),
+    ("Email address", _student("email")),
+    ("Status", _fixed("Submitted for grading")),
+    ("Grade", _score),
+    ("Maximum Grade", _maximum),
+    ("Grade can be changed", _fixed("Yes")),
+    ("Last modified (submission)", _student("submitted_at")),
+    ("Last modified (grade)", _fixed("")),
+    ("Feedback comments", lambda r, c: feedback(r)),
+]
+
+GRADESCOPE: list[Column] = [
+    ("Name", _name),
+    ("SID", _student("student_id")),
+    ("Email", _student("email")),
+    ("Total Score", _score),
+    ("Max Points", _maximum),
+    ("Status", lambda r, c: "Graded" if r.status == "graded" else r.status.capitalize()),
+    ("Submission ID", _student("lms_submission_id")),
+    ("Submission Time", _student("submitted_at")),
+    ("Lateness (H:M:S)", _lateness),
+]
+
+
+def _canvas_columns(course: Course) -> list[Column]:
+    """Canvas matches rows by ID; the login in its file names is not the SIS login: left out.
+    The score's column is named after the assignment."""
     column = course.name or "Autograder"
     if course.canvas_id:
         column = f"{column} ({course.canvas_id})"
-    rows = [["Student", "ID", "SIS User ID", "SIS Login ID", "Section", column]]
-    if results:
+    blank = _fixed("")
+    return [
+        ("Student", _name),
+        ("ID", _student("student_id")),
+        ("SIS User ID", blank),
+        ("SIS Login ID", blank),
+        ("Section", blank),
+        (column, _score),
+    ]
+
+
+def _table(columns: list[Column], results: list[SubmissionResult], course: Course) -> list[list[str]]:
+    return [[header for header, _ in columns]] + [[cell(r, course) for _, cell in columns] for r in results]
+
+
+def canvas_csv(results: list[SubmissionResult], course: Course) -> str:
+    rows = _table(_canvas_columns(course), results, course)
+    if results:  # Canvas reads the assignment's points from a row of its own, after the header
         points = course.points if course.points is not None else results[0].max_score
-        rows.append(["Points Possible", "", "", "", "", f"{points:g}"])
-    for r in results:
-        s = r.student
-        rows.append(
-            # Canvas matches rows by ID; the login in its file names is not the SIS login: left out.
-            [s.get("name") or r.name, s.get("student_id", ""), "", "", "", f"{scaled(r, course):g}"]
-        )
+        rows.insert(1, ["Points Possible", "", "", "", "", f"{points:g}"])
     return _csv(rows)
 
 
 def moodle_csv(results: list[SubmissionResult], course: Course) -> str:
-    rows = [
-        [
-            "Identifier",
-            "Full name",
-            "Email address",
-            "Status",
-            "Grade",
-            "Maximum Grade",
-            "Grade can be changed",
-            "Last modified (submission)",
-            "Last modified (grade)",
-            "Feedback comments",
-        ]
-    ]
-    for r in results:
-        s = r.student
-        maximum = course.points if course.points is not None else r.max_score
-        rows.append(
-            [
-                f"Participant {s['student_id']}" if s.get("student_id") else "",
-                s.get("name") or r.name,
-                s.get("email", ""),
-                "Submitted for grading",
-                f"{scaled(r, course):g}",
-                f"{maximum:g}",
-                "Yes",
-                s.get("submitted_at", ""),
-                "",
-                feedback(r),
-            ]
-        )
-    return _csv(rows)
+    return _csv(_table(MOODLE, results, course))
 
 
 def gradescope_csv(results: list[SubmissionResult], course: Course) -> str:
-    rows = [
-        [
-            "Name",
-            "SID",
-            "Email",
-            "Total Score",
-            "Max Points",
-            "Status",
-            "Submission ID",
-            "Submission Time",
-            "Lateness (H:M:S)",
-        ]
-    ]
-    for r in results:
-        s = r.student
-        days = s.get("days_late")
-        lateness = f"{24 * days}:00:00" if isinstance(days, int) and days else ("0:00:00" if days == 0 else "")
-        rows.append(
-            [
-                s.get("name") or r.name,
-                s.get("student_id", ""),
-                s.get("email", ""),
-                f"{scaled(r, course):g}",
-                f"{course.points if course.points is not None else r.max_score:g}",
-                "Graded" if r.status == "graded" else r.status.capitalize(),
-                s.get("lms_submission_id", ""),
-                s.get("submitted_at", ""),
-                lateness,
-            ]
-        )
-    return _csv(rows)
+    return _csv(_table(GRADESCOPE, results, course))
 
 
 def _csv(rows: list[list]) -> str:

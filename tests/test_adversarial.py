@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tiny import CORRECT_Q1, module
 
 import reference_solution
 from grader.engine import grade_submission
@@ -26,27 +27,6 @@ from grader.sandbox import Limits
 REFERENCE_DIR = Path(reference_solution.__file__).resolve().parent
 LIMITS = Limits(cell_seconds=20, submission_seconds=120, output_chars=2_000, memory_bytes=8 << 30)
 SECRET = f"host-secret-{uuid.uuid4().hex}"
-
-CORRECT_Q1 = """
-import torch
-import torch.nn.functional as F
-
-
-def flatten(x):
-    return x.reshape(x.shape[0], -1)
-
-
-def three_layer_convnet(x, params):
-    conv_w1, conv_b1, conv_w2, conv_b2, fc_w, fc_b = params
-    x = F.relu(F.conv2d(x, conv_w1, conv_b1, padding=2))
-    x = F.relu(F.conv2d(x, conv_w2, conv_b2, padding=1))
-    return flatten(x).mm(fc_w) + fc_b
-"""
-
-
-def module(*cells: str) -> str:
-    """A .py submission made of cells."""
-    return "\n".join(f"# %%\n{textwrap.dedent(c).strip()}\n" for c in cells)
 
 
 def grade(path: Path, out: Path, **kwargs):

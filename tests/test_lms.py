@@ -21,8 +21,8 @@ import time
 import zipfile
 from pathlib import Path
 
-import nbformat
 import pytest
+from tiny import CORRECT_Q1, Q1_NO_RELU, notebook
 
 from grader.batch import BatchError, grade_batch
 from grader.cli import main
@@ -35,30 +35,6 @@ from grader.rubric import load_rubric
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = (REPO / "examples" / "filled_template" / "best_model.pt").read_bytes()
-
-# Question 1 answered (12 points), and the same with a ReLU missing (fewer points).
-Q1 = """\
-import torch
-import torch.nn.functional as F
-
-
-def flatten(x):
-    return x.view(x.shape[0], -1)
-
-
-def three_layer_convnet(x, params):
-    conv_w1, conv_b1, conv_w2, conv_b2, fc_w, fc_b = params
-    x = F.relu(F.conv2d(x, conv_w1, conv_b1, padding=2))
-    x = F.relu(F.conv2d(x, conv_w2, conv_b2, padding=1))
-    return flatten(x).mm(fc_w) + fc_b
-"""
-Q1_NO_RELU = Q1.replace("F.relu(F.conv2d(x, conv_w2, conv_b2, padding=1))", "F.conv2d(x, conv_w2, conv_b2, padding=1)")
-
-
-def notebook(source: str) -> str:
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_code_cell(source))
-    return nbformat.writes(nb)
 
 
 def make_zip(path: Path, files: dict[str, str | bytes]) -> Path:
@@ -84,7 +60,7 @@ def grade(source: Path, out: Path, **kwargs) -> list[SubmissionResult]:
 
 
 def canvas_files() -> dict[str, str | bytes]:
-    shared = notebook(Q1)  # (cell ids are random: one notebook, written twice)
+    shared = notebook(CORRECT_Q1)  # (cell ids are random: one notebook, written twice)
     return {
         "smithjohn_12345_67890_hw05.ipynb": shared,
         "smithjohn_12345_67891_best_model-1.pt": CHECKPOINT,  # the checkpoint uploaded as a second file
@@ -110,8 +86,8 @@ def test_canvas_names_give_identity_lateness_and_one_submission_per_student(tmp_
 def test_moodle_folders_keep_accented_names(tmp_path):
     folder = tmp_path / "download"
     (folder / "Ana García_34567_assignsubmission_file_").mkdir(parents=True)
-    (folder / "Ana García_34567_assignsubmission_file_" / "hw05.ipynb").write_text(notebook(Q1))
-    (folder / "Bo Lee_45678_assignsubmission_file_hw05.py").write_text(Q1)
+    (folder / "Ana García_34567_assignsubmission_file_" / "hw05.ipynb").write_text(notebook(CORRECT_Q1))
+    (folder / "Bo Lee_45678_assignsubmission_file_hw05.py").write_text(CORRECT_Q1)
     (folder / "Bo Lee_45678_assignsubmission_file_best_model.pt").write_bytes(CHECKPOINT)
     (folder / "Bo Lee_45678_assignsubmission_onlinetext_").mkdir()
     intake = gather(folder, workdir=tmp_path / "work")
@@ -146,8 +122,8 @@ def test_gradescope_export_metadata_names_each_submission(tmp_path):
         tmp_path / "export.zip",
         {
             "assignment_99_export/submission_metadata.yml": GRADESCOPE_METADATA,
-            "assignment_99_export/submission_1001/hw05.ipynb": notebook(Q1),
-            "assignment_99_export/submission_1002/hw05.py": Q1,
+            "assignment_99_export/submission_1001/hw05.ipynb": notebook(CORRECT_Q1),
+            "assignment_99_export/submission_1002/hw05.py": CORRECT_Q1,
         },
     )
     intake = gather(source, workdir=tmp_path / "work")
@@ -165,12 +141,12 @@ def test_gradescope_export_metadata_names_each_submission(tmp_path):
 def test_a_zip_cannot_escape_or_fill_the_disk(tmp_path, monkeypatch):
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("../escape.py", Q1)
-        zf.writestr("/absolute.py", Q1)
+        zf.writestr("../escape.py", CORRECT_Q1)
+        zf.writestr("/absolute.py", CORRECT_Q1)
         link = zipfile.ZipInfo("link.py")
         link.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(link, "/etc/passwd")
-        zf.writestr("alice.py", Q1)
+        zf.writestr("alice.py", CORRECT_Q1)
     intake = gather(archive, workdir=tmp_path / "work")
     assert [e.identity.name for e in intake.entries] == ["alice"]
     reasons = dict(intake.skipped)
@@ -406,9 +382,9 @@ def test_moodle_and_gradescope_downloads_graded_end_to_end(tmp_path):
     moodle = make_zip(
         tmp_path / "moodle.zip",
         {
-            "Ana García_34567_assignsubmission_file_/hw05.ipynb": notebook(Q1),
+            "Ana García_34567_assignsubmission_file_/hw05.ipynb": notebook(CORRECT_Q1),
             "Ana García_34567_assignsubmission_file_/best_model.pt": CHECKPOINT,
-            "Bo Lee_45678_assignsubmission_file_/hw05.ipynb": notebook(Q1),  # identical to Ana's
+            "Bo Lee_45678_assignsubmission_file_/hw05.ipynb": notebook(CORRECT_Q1),  # identical to Ana's
         },
     )
     results = {r.name: r for r in grade(moodle, tmp_path / "moodle-out")}
@@ -425,7 +401,7 @@ def test_moodle_and_gradescope_downloads_graded_end_to_end(tmp_path):
         {
             "submission_metadata.yml": GRADESCOPE_METADATA,
             "submission_1001/hw05.ipynb": notebook(Q1_NO_RELU),
-            "submission_1002/hw05.ipynb": notebook(Q1),
+            "submission_1002/hw05.ipynb": notebook(CORRECT_Q1),
         },
     )
     (tmp_path / "course.toml").write_text(COURSE)
@@ -444,7 +420,7 @@ def test_an_interrupted_batch_keeps_what_finished_and_resumes(tmp_path):
     subs = tmp_path / "subs"
     subs.mkdir()
     for i in range(3):  # each takes a few seconds, so that the batch is caught midway
-        (subs / f"student{i}.py").write_text(f"import time\ntime.sleep(2)  # {i}\n" + Q1)
+        (subs / f"student{i}.py").write_text(f"import time\ntime.sleep(2)  # {i}\n" + CORRECT_Q1)
     out = tmp_path / "out"
     command = [
         sys.executable,
@@ -507,6 +483,8 @@ def test_the_class_page_flags_what_needs_a_look(tmp_path):
 
 
 def test_a_zip_of_one_students_folder_is_one_submission(tmp_path):
-    source = make_zip(tmp_path / "alice.zip", {"alice/hw05.ipynb": notebook(Q1), "alice/best_model.pt": CHECKPOINT})
+    source = make_zip(
+        tmp_path / "alice.zip", {"alice/hw05.ipynb": notebook(CORRECT_Q1), "alice/best_model.pt": CHECKPOINT}
+    )
     (entry,) = gather(source, workdir=tmp_path / "work").entries
     assert entry.identity.name == "alice" and entry.path.is_dir()

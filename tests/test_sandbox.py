@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import CORRECT_Q1, write_module
 
 import reference_solution
 from grader.engine import grade_submission
@@ -442,35 +443,11 @@ def test_exit_in_a_cell_is_an_error_of_that_cell(worker, source, kind):
     assert worker.proc.poll() is None
 
 
-def _write_module(folder, text):
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "submission.py"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-CORRECT_Q1 = """
-import torch
-import torch.nn.functional as F
-
-
-def flatten(x):
-    return x.reshape(x.shape[0], -1)
-
-
-def three_layer_convnet(x, params):
-    conv_w1, conv_b1, conv_w2, conv_b2, fc_w, fc_b = params
-    x = F.relu(F.conv2d(x, conv_w1, conv_b1, padding=2))
-    x = F.relu(F.conv2d(x, conv_w2, conv_b2, padding=1))
-    return flatten(x).mm(fc_w) + fc_b
-"""
-
-
 def test_cells_that_kill_the_worker_or_break_the_protocol_are_recorded_and_grading_goes_on(tmp_path):
     """os._exit(0) kills the worker; garbage on the protocol channel breaks it. Each cell is
     recorded, the worker is restarted with the cells replayed around it, and Q1 (defined
     only after both) is still graded in full."""
-    path = _write_module(
+    path = write_module(
         tmp_path / "sub",
         f"""
         # %%
@@ -555,13 +532,13 @@ def test_huge_output_is_capped(worker):
 
 def test_output_cap_cannot_be_lifted_by_the_cell(tmp_path):
     """The worker's own cap is within the student's reach; the grader caps again."""
-    path = _write_module(tmp_path / "sub", "import sys\nsys.stdout.cap = 10**9\nprint('x' * 1_000_000)\n")
+    path = write_module(tmp_path / "sub", "import sys\nsys.stdout.cap = 10**9\nprint('x' * 1_000_000)\n")
     result = grade_submission(path=path, questions={"Q1"}, limits=LIMITS, hide=[REFERENCE_DIR], run_seed=0)
     assert result.cells and all(len(run.stdout) <= OUTPUT_CHARS for run in result.cells)
 
 
 def test_patching_torch_in_the_worker_does_not_pass_a_wrong_answer(tmp_path):
-    path = _write_module(
+    path = write_module(
         tmp_path / "sub",
         """
         import torch

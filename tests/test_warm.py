@@ -222,3 +222,31 @@ def test_workers_start_on_their_own_when_the_fork_server_dies():
         worker.close()
     finally:
         pool.close()
+
+
+def test_a_forked_worker_grades_as_one_started_on_its_own(forking, tmp_path, data_loader):
+    """The filled template and a bug, graded on Q1-Q6 both ways: every check the same."""
+    import mutations
+
+    from grader.assign import render_script
+    from grader.engine import grade_submission
+
+    script = render_script(filled=True)
+    bug = next(m for m in mutations.BUGS if m.name == "q5-weights-overwritten-with-fan-in-from-the-wrong-axis")
+    seen = {}
+    for name, text in (("filled", script), ("bug", mutations.apply(bug, script))):
+        path = tmp_path / f"{name}.py"
+        path.write_text(text)
+        for warm in (forking, None):
+            result = grade_submission(
+                path=path,
+                data_loader=data_loader,
+                run_seed=3,
+                questions={"Q1", "Q2", "Q3", "Q4", "Q5", "Q6"},
+                hide=[reference_solution.__path__[0]],
+                warm=warm,
+            )
+            seen[name, warm is None] = [(c.id, c.status, c.score, c.message) for c in result.checks]
+    assert seen["filled", True] == seen["filled", False]
+    assert seen["bug", True] == seen["bug", False]
+    assert seen["bug", True] != seen["filled", True]

@@ -57,6 +57,7 @@ def main() -> None:
         if not data:  # the grader closed the channel, or died: nothing more to fork
             return
         sent: list[int] = []
+        reply: dict[str, object]
         try:
             if len(fds) != 3:
                 raise ValueError("a fork request carries the worker's stdin, stdout and status pipe")
