@@ -2,9 +2,9 @@
 
 (a) ``grade_batch`` with the local process pool (the default, no cluster);
 (b) ``grade_batch`` on a Dask LocalCluster (``--cluster local:JOBS``), cluster start included;
-(c) the floor: the same pool of processes, each submission's worker taken from the
-    process's warm spares as in (a) and its cells run, with no check at all
-    (``grade_submission(questions=set())``: grading unchanged);
+(c) the floor: the same pool of processes, each submission's worker taken as in (a)
+    (forked from the process's fork server, see grader/warm.py) and its cells run, with
+    no check at all (``grade_submission(questions=set())``: grading unchanged);
 (d) full notebook execution of one submission with nbclient (benchmarks/grading_speed.py),
 
 printing submissions per minute, seconds per submission (and per core: times the

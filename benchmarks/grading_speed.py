@@ -1,7 +1,7 @@
 """Grading speed, side by side in one run on the same machine and data:
 
 (a) this grader on each shipped example submission (Questions 1-6, then all seven), one
-    at a time, each taking a warm worker as a batch does (see grader/warm.py), and
+    at a time, each taking its worker as a batch does (forked, see grader/warm.py), and
 (b) executing the filled template top to bottom with nbclient on the real data, which is
     what nbgrader and Otter do to grade a notebook,
 
@@ -44,17 +44,21 @@ def grade_seconds(path: Path, loader, questions, threads: int) -> tuple[float, f
 
 
 def nbclient_seconds(notebook: Path, data: str) -> float:
-    """Run every cell of the notebook for real (all training included), as nbgrader does."""
+    """Run every cell of the notebook for real (all training included), as nbgrader does,
+    in a folder of its own: what it writes (its checkpoint) must not land in examples/."""
+    import tempfile
+
     import nbclient
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
     os.environ["CIFAR10_DATA"] = data
-    started = time.perf_counter()
-    nbclient.NotebookClient(
-        nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
-    ).execute()
-    return time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="nbclient-run-") as folder:
+        started = time.perf_counter()
+        nbclient.NotebookClient(
+            nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": folder}}
+        ).execute()
+        return time.perf_counter() - started
 
 
 def main() -> None:

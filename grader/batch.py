@@ -68,7 +68,7 @@ def _dataset(source: str | None, cache_dir: str | None):
 
 @functools.cache
 def _warm_workers():
-    """This grading process's launched spare workers (see warm.py)."""
+    """This grading process's fork servers and launched spare workers (see warm.py)."""
     from .warm import WarmWorkers
 
     return WarmWorkers()
