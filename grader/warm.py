@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import shutil
 import tempfile
 import threading
@@ -27,9 +28,10 @@ from .sandbox import Limits, Worker, WorkerError, scrubbed_env, worker_paths
 class WarmWorkers:
     """Fork servers and launched spare workers, one of each per set-up at most."""
 
-    def __init__(self, *, fork: bool = True) -> None:
-        """``fork``: fork workers from fork servers where they can be (False: spares only)."""
-        self.fork = fork
+    def __init__(self, *, fork: bool | None = None) -> None:
+        """``fork``: fork workers from fork servers where they can be (False: spares only;
+        None: unless the environment says GRADER_FORK=0)."""
+        self.fork = os.environ.get("GRADER_FORK", "1") != "0" if fork is None else fork
         self._root: Path | None = None  # the spares' private folders live here
         self._spares: dict[tuple, Worker] = {}
         self._servers: dict[tuple, ForkServer | None] = {}  # None: it could not start or failed

@@ -250,3 +250,16 @@ def test_a_forked_worker_grades_as_one_started_on_its_own(forking, tmp_path, dat
     assert seen["filled", True] == seen["filled", False]
     assert seen["bug", True] == seen["bug", False]
     assert seen["bug", True] != seen["filled", True]
+
+
+def test_grader_fork_0_starts_every_worker_on_its_own(monkeypatch):
+    monkeypatch.setenv("GRADER_FORK", "0")
+    pool = WarmWorkers()
+    try:
+        worker = pool.take(hide=[reference_solution.__path__[0]], limits=LIMITS, isolate=None)
+        assert not worker.forked and not pool._servers
+        worker.close()
+    finally:
+        pool.close()
+    monkeypatch.delenv("GRADER_FORK")
+    assert WarmWorkers().fork
