@@ -324,6 +324,7 @@ class Worker:
             "scratch": self.limits.scratch_bytes,
             "uid": uid,
             "steps": worker_paths() if self.isolated and not self.bwrap else None,
+            "sites": [s[1] for s in worker_paths() if s[0] == "empty"] if self.isolated else [],
             "homework": self.homework,
         }
         try:
@@ -351,6 +352,7 @@ class Worker:
             "scratch": self.limits.scratch_bytes,
             "uid": WORKER_UID if root else None,
             "steps": worker_paths(),
+            "sites": [s[1] for s in worker_paths() if s[0] == "empty"],
             "homework": self.homework,
         }
         host_uid = HOST_UID_BASE + secrets.randbelow(1 << 16) if root else None

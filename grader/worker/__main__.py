@@ -87,9 +87,11 @@ def build_root(root: str, *, steps: list[list[str]], hide: list[str], gpu: bool,
             if not os.path.lexists(target):
                 os.symlink(os.readlink(path), target)  # /bin -> usr/bin on merged-/usr systems
             continue
+        # A mount point is made only where none exists: a system Python (/usr/bin/python3.11)
+        # lies inside /usr, already bound read-only, where nothing can be created.
         if os.path.isdir(path):
             os.makedirs(target, exist_ok=True)
-        else:
+        elif not os.path.lexists(target):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             open(target, "a").close()
         _mount(libc, os.fsencode(path), target, None, MS_BIND | MS_REC)
@@ -331,6 +333,9 @@ def run(setup: dict | None, channel_in, channel_out) -> None:
             drop_privileges(args.uid)
             refuse_readable(args.hide)
         limit_resources(args.memory - (args.scratch if args.isolate else 0), gpu=args.gpu)
+        # Every site-packages folder the grader's Python uses, one a .pth file added included:
+        # in the worker's filesystem no .pth file is left to add it.
+        sys.path += [p for p in getattr(args, "sites", None) or [] if p not in sys.path]
         workdir = tempfile.mkdtemp(prefix="submission-", dir="/tmp" if args.isolate else args.private)
         os.chdir(workdir)
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir

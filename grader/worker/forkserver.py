@@ -80,7 +80,8 @@ def prepare(*, steps: list[list[str]], hide: list[str], homework: str) -> None:
     one (outside the sandbox an import could find more than inside it)."""
     # Started with -S, so that no .pth file runs (an editable install's import hook, say),
     # as none can in the worker's filesystem: the site-packages folders, those the worker's
-    # filesystem empties before it binds the student's libraries there, are added here.
+    # filesystem empties before it binds the student's libraries there, are added here
+    # (as a worker started on its own adds them, from its set-up's "sites").
     sys.path += [s[1] for s in steps if s[0] == "empty" and s[1] not in sys.path]
     import site
 
