@@ -55,32 +55,51 @@ def _to_python(source: str) -> str:
         return source
 
 
-def _statements_to_neutralise(tree: ast.AST, source: str):
+def _statements_to_neutralise(tree: ast.AST, lines: list[str]):
     """(statement, what) for each statement to remove: a simple statement matching a
-    pattern, or a compound one whose header does (an ``if`` on get_ipython(), say)."""
+    pattern, or a compound one whose header does (an ``if`` on get_ipython(), say).
+    ``lines``: the source's physical lines, split once (as the parser counts them)."""
     for node in ast.iter_child_nodes(tree):
         if not isinstance(node, ast.stmt):
             continue
         fields = [getattr(node, f, None) for f in ("body", "orelse", "finalbody", "handlers")]
         bodies: list[list] = [b for b in fields if isinstance(b, list) and b]
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            yield from _statements_to_neutralise(node, source)
+            yield from _statements_to_neutralise(node, lines)
         elif bodies:
             first_child = min(b[0].lineno for b in bodies)
-            header = "\n".join(source.splitlines()[node.lineno - 1 : max(node.lineno, first_child - 1)])
+            header = "\n".join(lines[node.lineno - 1 : max(node.lineno, first_child - 1)])
             if what := _what(header):
                 yield node, what
             else:
-                yield from _statements_to_neutralise(node, source)
-        elif not bodies and (what := _what(ast.get_source_segment(source, node) or "")):
+                yield from _statements_to_neutralise(node, lines)
+        elif not bodies and (what := _what(_segment(lines, node))):
             yield node, what
+
+
+def _physical_lines(source: str) -> list[str]:
+    return source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _segment(lines: list[str], node: ast.stmt) -> str:
+    """The source of ``node``, as ast.get_source_segment gives it, from lines split once
+    (get_source_segment splits the whole source again for every node: quadratic in a
+    long cell). Column offsets count UTF-8 bytes."""
+    if node.end_lineno is None or node.end_col_offset is None:
+        return ""
+    first, last = node.lineno - 1, node.end_lineno - 1
+    if first == last:
+        return lines[first].encode()[node.col_offset : node.end_col_offset].decode(errors="replace")
+    head = lines[first].encode()[node.col_offset :].decode(errors="replace")
+    tail = lines[last].encode()[: node.end_col_offset].decode(errors="replace")
+    return "\n".join([head, *lines[first + 1 : last], tail])
 
 
 def _neutralise_python(cell: Cell, source: str, tree: ast.AST, original: str) -> str:
     lines = source.splitlines()
     # IPython's translation keeps lines in place: quote the student's own line in notes.
     quoted = original.splitlines() if len(original.splitlines()) == len(lines) else lines
-    for node, what in _statements_to_neutralise(tree, source):
+    for node, what in _statements_to_neutralise(tree, _physical_lines(source)):
         first, last = node.lineno - 1, node.end_lineno - 1
         text = quoted[first].strip()[:80]
         cell.notes.append(f"{cell.label}: neutralised {what}: {text}")
