@@ -314,19 +314,7 @@ class Worker:
             os.chown(self.private, uid, uid)
         # The set-up travels on the channel, not in argv, which every process can read
         # in /proc (the hidden paths would name what the grader keeps private).
-        setup = {
-            "isolate": self.isolated,
-            "bwrap": self.bwrap,
-            "hide": self.hide,
-            "private": str(self.private),
-            "gpu": self.gpu,
-            "memory": self.limits.memory_bytes,
-            "scratch": self.limits.scratch_bytes,
-            "uid": uid,
-            "steps": worker_paths() if self.isolated and not self.bwrap else None,
-            "sites": [s[1] for s in worker_paths() if s[0] == "empty"] if self.isolated else [],
-            "homework": self.homework,
-        }
+        setup = self._setup(uid)
         try:
             if mapped:
                 self._map_ids(time.monotonic() + timeout)
@@ -342,19 +330,8 @@ class Worker:
         self.private_root.mkdir(parents=True, exist_ok=True)
         self.private = Path(tempfile.mkdtemp(prefix="worker-", dir=self.private_root))
         root = os.geteuid() == 0
-        setup = {
-            "isolate": True,
-            "bwrap": False,
-            "hide": self.hide,
-            "private": str(self.private),
-            "gpu": False,
-            "memory": self.limits.memory_bytes,
-            "scratch": self.limits.scratch_bytes,
-            "uid": WORKER_UID if root else None,
-            "steps": worker_paths(),
-            "sites": [s[1] for s in worker_paths() if s[0] == "empty"],
-            "homework": self.homework,
-        }
+        # Never bubblewrap: the forked process builds its filesystem itself.
+        setup = {**self._setup(WORKER_UID if root else None), "bwrap": False, "steps": worker_paths()}
         host_uid = HOST_UID_BASE + secrets.randbelow(1 << 16) if root else None
         try:
             self.proc = self.forkserver.fork(setup=setup, host_uid=host_uid, timeout=timeout)
@@ -362,7 +339,23 @@ class Worker:
             shutil.rmtree(self.private, ignore_errors=True)
             self.private = None
             raise
-        self.forked = True
+        self.forked, self.bwrap = True, False
+
+    def _setup(self, uid: int | None) -> dict:
+        """The set-up message, the worker's first (see run in worker/__main__.py)."""
+        return {
+            "isolate": self.isolated,
+            "bwrap": self.bwrap,
+            "hide": self.hide,
+            "private": str(self.private),
+            "gpu": self.gpu,
+            "memory": self.limits.memory_bytes,
+            "scratch": self.limits.scratch_bytes,
+            "uid": uid,
+            "steps": worker_paths() if self.isolated and not self.bwrap else None,
+            "sites": [s[1] for s in worker_paths() if s[0] == "empty"] if self.isolated else [],
+            "homework": self.homework,
+        }
 
     def init(self, *, seed: int, files: dict[str, bytes] | None = None, timeout: float = 60.0) -> None:
         """Hand the launched worker its submission's seed and files (once: a worker
