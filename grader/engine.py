@@ -10,6 +10,7 @@ worker, a check that hangs or a bug in a check each become a recorded reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import secrets
 import tempfile
@@ -417,6 +418,10 @@ def grade_submission(
     assignment = assignment or default_assignment()
     rubric = rubric or load_rubric(assignment=assignment)
     limits = limits or Limits()
+    if limits.gpu is None and assignment.challenge is not None and questions and assignment.challenge not in questions:
+        # Nothing is retrained without the challenge question: a CPU worker (forked, and
+        # graded as on a machine without a GPU) even where the machine has one.
+        limits = dataclasses.replace(limits, gpu=False)
     run_seed = secrets.randbits(62) if run_seed is None else run_seed
     specs = selected_checks(rubric, visible_only=visible_only, questions=questions, assignment=assignment)
     if submission is None:

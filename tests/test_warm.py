@@ -17,7 +17,7 @@ import pytest
 import reference_solution
 from grader.assignment import default_assignment
 from grader.forkserver import ForkServer, ForkServerError
-from grader.sandbox import Limits, WorkerError, namespaces_available, scrubbed_env, worker_paths
+from grader.sandbox import Limits, Worker, WorkerError, namespaces_available, scrubbed_env, worker_paths
 from grader.warm import WarmWorkers
 
 LIMITS = Limits(cell_seconds=30, memory_bytes=8 << 30)
@@ -263,3 +263,21 @@ def test_grader_fork_0_starts_every_worker_on_its_own(monkeypatch):
         pool.close()
     monkeypatch.delenv("GRADER_FORK")
     assert WarmWorkers().fork
+
+
+def test_without_the_challenge_question_a_gpu_machine_forks_cpu_workers(forking, tmp_path, monkeypatch):
+    """Only retraining the challenge model uses a GPU: a grade without that question takes
+    a forked CPU worker even where the machine has a GPU (here, one said to be present)."""
+    from tiny import CORRECT_Q1, write_module
+
+    from grader import sandbox
+    from grader.engine import grade_submission
+
+    monkeypatch.setattr(sandbox, "gpu_present", lambda: True)
+    path = write_module(tmp_path / "sub", CORRECT_Q1)
+    result = grade_submission(
+        path=path, questions={"Q1"}, run_seed=1, limits=LIMITS, hide=[reference_solution.__path__[0]], warm=forking
+    )
+    assert result.score == result.max_score
+    assert any(n.startswith("sandbox: Linux namespaces (forked") for n in result.notes), result.notes
+    assert Worker(hide=[], private_root=tmp_path, limits=LIMITS).gpu  # a full grade would use the GPU
