@@ -102,8 +102,14 @@ def prepare(*, steps: list[list[str]], hide: list[str], homework: str) -> None:
         path = os.path.realpath(origin)
         if not _under(path, exposed) or _under(path, hidden):
             raise ImportError(f"{name} was loaded from {path}, which a worker's filesystem does not expose")
-    if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
+    if threading.active_count() != 1:
         raise RuntimeError("importing the worker's code started threads: forking it would not be safe")
+    _single_threaded()
+
+
+def _single_threaded() -> None:
+    if len(os.listdir("/proc/self/task")) != 1:
+        raise RuntimeError("the fork server runs more than one thread: forking it would not be safe")
 
 
 def _under(path: str, folders: list[str]) -> bool:
@@ -115,6 +121,7 @@ def spawn(request: dict, fds: list[int]) -> tuple[int, list[int]]:
     ``fds`` (its stdin, its stdout, and a pipe on which its keeper writes how it ended).
     As root, the worker's uid (``setup["uid"]``) is mapped to ``request["host_uid"]``, a
     host uid of no one. Returns the keeper's pid and pidfds of the keeper and the worker."""
+    _single_threaded()  # a fork copies only this thread: a lock another one held stays held
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     root = os.geteuid() == 0
     keeper = os.fork()
