@@ -280,12 +280,15 @@ def _build_layer(spec: dict) -> nn.Module:
 def module_forward_backward(
     rt: Runtime, *, target: dict, state: dict, x: torch.Tensor, upstream: torch.Tensor | None
 ) -> dict:
-    """Load ``state`` into a float64 copy of the target module, run it on ``x`` in eval
-    mode and, with ``upstream``, return the gradients of the input and every parameter.
-    ``output_train`` is the same forward pass in training mode (what ``train_part34``
-    runs), from a fixed random state: a layer active only in training mode shows there."""
-    model = copy.deepcopy(_target_model(rt, target)).double().eval()
-    model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
+    """Load ``state`` into a copy of the target module in ``x``'s dtype (float64 for
+    parity; float32, a dozen times faster on a CPU, where only shapes matter), run it on
+    ``x`` in eval mode and, with ``upstream``, return the gradients of the input and
+    every parameter. ``output_train`` is the same forward pass in training mode (what
+    ``train_part34`` runs), from a fixed random state: a layer active only in training
+    mode shows there."""
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float64
+    model = copy.deepcopy(_target_model(rt, target)).to(dtype).eval()
+    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
     x = x.clone().requires_grad_(upstream is not None)
     with rt.globals_bound():
         output = model(x)
