@@ -132,8 +132,7 @@ def _table(columns: list[Column], results: list[SubmissionResult], course: Cours
 def canvas_csv(results: list[SubmissionResult], course: Course) -> str:
     rows = _table(_canvas_columns(course), results, course)
     if results:  # Canvas reads the assignment's points from a row of its own, after the header
-        points = course.points if course.points is not None else results[0].max_score
-        rows.insert(1, ["Points Possible", "", "", "", "", f"{points:g}"])
+        rows.insert(1, ["Points Possible", "", "", "", "", _maximum(results[0], course)])
     return _csv(rows)
 
 
